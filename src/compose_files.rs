@@ -1,0 +1,1 @@
+//! compose_files (to be written).

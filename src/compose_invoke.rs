@@ -1,0 +1,1 @@
+//! compose_invoke (to be written).

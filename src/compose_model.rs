@@ -1,0 +1,1 @@
+//! compose_model (to be written).

@@ -1,0 +1,1 @@
+//! compose_rewrite (to be written).

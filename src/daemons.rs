@@ -1,0 +1,317 @@
+//! Repo daemons (spec §8): one isolated dockerd per repository, on
+//! `<socket dir>/docker-<N>.sock`, with its own data-root and exec-root, no bridge and no
+//! iptables (services use host networking on their loopback IPs).
+//!
+//! Talks to each daemon with a tiny HTTP/1.0 client over its unix socket, so `status` and the
+//! readiness wait need neither the docker CLI nor an async runtime.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::addresses::{NetworkId, network_id_from_socket, socket_file_name};
+use crate::settings::DEFAULT_SOCKET_DIR;
+
+/// Where repo daemons keep their images, containers and volumes by default.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/rediacc";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DaemonCommand {
+    /// Start the repo's dockerd (no-op when it already answers) and wait until it answers.
+    Start(DaemonArgs),
+    /// Stop the repo's dockerd. Its data (images, containers, volumes) stays in place.
+    Stop(DaemonArgs),
+    /// List every repo daemon: network ID, socket, pid, containers.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The repo's network ID (2816, 2880, …).
+    #[arg(long, env = "REDIACC_NETWORK_ID")]
+    pub network_id: NetworkId,
+    #[command(flatten)]
+    pub dirs: DaemonDirs,
+    /// Seconds to wait for the daemon to answer (start) or exit (stop).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonDirs {
+    /// Folder of the repo daemons' sockets.
+    #[arg(long, env = "RENET_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+    /// Folder under which each daemon keeps `docker-<N>/` (data-root, log).
+    #[arg(long, env = "RENET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub dirs: DaemonDirs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The files of one repo daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonPaths {
+    pub socket: PathBuf,
+    pub pidfile: PathBuf,
+    pub exec_root: PathBuf,
+    pub data_root: PathBuf,
+    pub log: PathBuf,
+}
+
+impl DaemonPaths {
+    pub fn new(dirs: &DaemonDirs, id: NetworkId) -> Self {
+        let base = dirs.data_dir.join(format!("docker-{id}"));
+        DaemonPaths {
+            socket: dirs.socket_dir.join(socket_file_name(id)),
+            pidfile: dirs.socket_dir.join(format!("docker-{id}.pid")),
+            exec_root: dirs.socket_dir.join(format!("exec-{id}")),
+            data_root: base.join("data"),
+            log: base.join("dockerd.log"),
+        }
+    }
+}
+
+pub fn run(cmd: DaemonCommand) -> Result<u8> {
+    match cmd {
+        DaemonCommand::Start(a) => {
+            let paths = DaemonPaths::new(&a.dirs, a.network_id);
+            start(a.network_id, &paths, Duration::from_secs(a.timeout))?;
+            Ok(0)
+        }
+        DaemonCommand::Stop(a) => {
+            let paths = DaemonPaths::new(&a.dirs, a.network_id);
+            stop(a.network_id, &paths, Duration::from_secs(a.timeout))?;
+            Ok(0)
+        }
+        DaemonCommand::Status(a) => {
+            let list = status(&a.dirs)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<8} {:<8} {:<10} {:<10} SOCKET",
+                    "NETWORK", "PID", "STATE", "CONTAINERS"
+                );
+                for d in &list {
+                    println!(
+                        "{:<8} {:<8} {:<10} {:<10} {}",
+                        d.network_id,
+                        d.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        if d.running { "running" } else { "stopped" },
+                        d.containers
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        d.socket
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Starts the daemon unless it already answers, then waits for `/_ping`.
+pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()> {
+    if ping(&paths.socket) {
+        eprintln!(
+            "renet: daemon {id} already running on {}",
+            paths.socket.display()
+        );
+        return Ok(());
+    }
+    let dockerd = which::which("dockerd")
+        .context("dockerd not found on PATH; install Docker (Debian: apt-get install docker.io)")?;
+    for dir in [
+        paths.socket.parent().unwrap(),
+        &paths.data_root,
+        &paths.exec_root,
+    ] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    // A stale socket from a crashed daemon would make dockerd refuse to start.
+    if paths.socket.exists() {
+        let _ = std::fs::remove_file(&paths.socket);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .with_context(|| format!("{}: cannot open the daemon log", paths.log.display()))?;
+    let mut cmd = Command::new(dockerd);
+    cmd.arg("--host")
+        .arg(format!("unix://{}", paths.socket.display()))
+        .arg("--data-root")
+        .arg(&paths.data_root)
+        .arg("--exec-root")
+        .arg(&paths.exec_root)
+        .arg("--pidfile")
+        .arg(&paths.pidfile)
+        .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Own session: the daemon must outlive this command and its terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start dockerd")?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ping(&paths.socket) {
+            eprintln!(
+                "renet: daemon {id} running on {} (pid {})",
+                paths.socket.display(),
+                child.id()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "dockerd for network {id} exited ({status}) before answering; see {}",
+                paths.log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "dockerd for network {id} did not answer on {} within {}s; see {}",
+        paths.socket.display(),
+        timeout.as_secs(),
+        paths.log.display()
+    )
+}
+
+/// Stops the daemon (SIGTERM, then SIGKILL after the timeout). Data stays in place.
+pub fn stop(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()> {
+    let Some(pid) = read_pid(&paths.pidfile).filter(|p| alive(*p)) else {
+        eprintln!("renet: daemon {id} is not running");
+        return Ok(());
+    };
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(pid), Signal::SIGTERM).context("cannot signal dockerd")?;
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "renet: daemon {id} stopped (data kept in {})",
+        paths.data_root.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct DaemonStatus {
+    pub network_id: u32,
+    pub socket: String,
+    pub pid: Option<i32>,
+    pub running: bool,
+    pub containers: Option<u64>,
+    pub containers_running: Option<u64>,
+}
+
+/// Every daemon that has a socket or a pidfile in the socket folder, by network ID.
+pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
+    let mut ids = std::collections::BTreeSet::new();
+    let entries = match std::fs::read_dir(&dirs.socket_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}", dirs.socket_dir.display())),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let as_sock = name
+            .strip_suffix(".pid")
+            .map(|s| format!("{s}.sock"))
+            .unwrap_or(name);
+        if let Some(id) = network_id_from_socket(&as_sock) {
+            ids.insert(id);
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let p = DaemonPaths::new(dirs, id);
+        let pid = read_pid(&p.pidfile).filter(|p| alive(*p));
+        let info = http_get_json(&p.socket, "/info").ok();
+        out.push(DaemonStatus {
+            network_id: id.get(),
+            socket: p.socket.display().to_string(),
+            pid,
+            running: info.is_some(),
+            containers: info.as_ref().and_then(|i| i["Containers"].as_u64()),
+            containers_running: info.as_ref().and_then(|i| i["ContainersRunning"].as_u64()),
+        });
+    }
+    Ok(out)
+}
+
+fn read_pid(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+/// True when the daemon on `socket` answers `/_ping`.
+pub fn ping(socket: &Path) -> bool {
+    http_get(socket, "/_ping")
+        .map(|(code, _)| code == 200)
+        .unwrap_or(false)
+}
+
+/// GET over a unix socket with HTTP/1.0 (the daemon closes the connection after the answer).
+pub fn http_get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>)> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("{}: cannot connect", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((code, buf[head_end + 4..].to_vec()))
+}
+
+pub fn http_get_json(socket: &Path, path: &str) -> Result<serde_json::Value> {
+    let (code, body) = http_get(socket, path)?;
+    if code != 200 {
+        bail!("{}: GET {path} answered {code}", socket.display());
+    }
+    Ok(serde_json::from_slice(&body)?)
+}

@@ -1,0 +1,1 @@
+//! interpolation (to be written).

@@ -1,0 +1,1 @@
+//! traefik_labels (to be written).

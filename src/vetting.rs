@@ -1,0 +1,1 @@
+//! vetting (to be written).
