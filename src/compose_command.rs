@@ -62,15 +62,15 @@ pub fn resolve_network_id(flag: Option<&str>) -> Result<Option<NetworkId>> {
     if let Some(f) = flag {
         return Ok(Some(f.parse().with_context(|| "--network-id".to_string())?));
     }
-    if let Ok(v) = std::env::var("REDIACC_NETWORK_ID") {
-        if !v.is_empty() {
-            return Ok(Some(v.parse().context("REDIACC_NETWORK_ID")?));
-        }
+    if let Ok(v) = std::env::var("REDIACC_NETWORK_ID")
+        && !v.is_empty()
+    {
+        return Ok(Some(v.parse().context("REDIACC_NETWORK_ID")?));
     }
-    if let Ok(h) = std::env::var("DOCKER_HOST") {
-        if let Some(id) = network_id_from_socket(&h) {
-            return Ok(Some(id));
-        }
+    if let Ok(h) = std::env::var("DOCKER_HOST")
+        && let Some(id) = network_id_from_socket(&h)
+    {
+        return Ok(Some(id));
     }
     Ok(None)
 }

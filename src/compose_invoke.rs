@@ -21,13 +21,13 @@ pub struct ComposeProgram {
 
 /// Finds compose: `docker` with the compose CLI plugin installed, else `docker-compose`.
 pub fn find_compose() -> Result<ComposeProgram> {
-    if let Ok(docker) = which::which("docker") {
-        if compose_plugin_installed() {
-            return Ok(ComposeProgram {
-                program: docker,
-                prefix: vec!["compose".into()],
-            });
-        }
+    if let Ok(docker) = which::which("docker")
+        && compose_plugin_installed()
+    {
+        return Ok(ComposeProgram {
+            program: docker,
+            prefix: vec!["compose".into()],
+        });
     }
     if let Ok(standalone) = which::which("docker-compose") {
         return Ok(ComposeProgram {

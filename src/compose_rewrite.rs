@@ -72,12 +72,12 @@ pub fn rewrite(
         let file = view.file.display();
 
         let mut out = Mapping::new();
-        if let Some(mode) = s.get("network_mode").and_then(Value::as_str) {
-            if interp(mode) != "host" {
-                warnings.push(format!(
+        if let Some(mode) = s.get("network_mode").and_then(Value::as_str)
+            && interp(mode) != "host"
+        {
+            warnings.push(format!(
                     "{file}: service `{name}`: `network_mode: {mode}` replaced by `host` (renet services run on the host network with their own IP)"
                 ));
-            }
         }
         out.insert("network_mode".into(), "host".into());
         if s.contains_key("networks") {
@@ -91,12 +91,12 @@ pub fn rewrite(
             (LABEL_SERVICE_IP, ip.clone()),
             (LABEL_NETWORK_ID, network.to_string()),
         ] {
-            if let Some(user) = user_labels.get(key) {
-                if *user != value {
-                    warnings.push(format!(
-                        "{file}: service `{name}`: label `{key}={user}` overwritten with `{value}`"
-                    ));
-                }
+            if let Some(user) = user_labels.get(key)
+                && *user != value
+            {
+                warnings.push(format!(
+                    "{file}: service `{name}`: label `{key}={user}` overwritten with `{value}`"
+                ));
             }
             labels.insert(key.to_string(), value);
         }

@@ -126,16 +126,16 @@ fn vet_service(
             always,
         });
     };
-    if let Some(v) = s.get("privileged").and_then(text) {
-        if matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1") {
-            push("privileged", "`privileged: true`".into(), false);
-        }
+    if let Some(v) = s.get("privileged").and_then(text)
+        && matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1")
+    {
+        push("privileged", "`privileged: true`".into(), false);
     }
     for key in ["pid", "ipc", "userns_mode"] {
-        if let Some(v) = s.get(key).and_then(text) {
-            if v == "host" {
-                push(key, format!("`{key}: host`"), false);
-            }
+        if let Some(v) = s.get(key).and_then(text)
+            && v == "host"
+        {
+            push(key, format!("`{key}: host`"), false);
         }
     }
     if let Some(Value::Sequence(caps)) = s.get("cap_add") {
