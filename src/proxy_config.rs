@@ -36,7 +36,7 @@ pub const TOKEN_VAR: &str = "CF_DNS_API_TOKEN";
 pub enum ProxyCommand {
     /// Save the infrastructure settings, then write Traefik's static configuration, its env
     /// file and the systemd units.
-    Config(ConfigArgs),
+    Config(Box<ConfigArgs>),
 }
 
 /// Flags named like `rdc context set-infra`. A flag that is not given keeps the value already
