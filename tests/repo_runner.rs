@@ -391,3 +391,85 @@ fn network_id_from_the_environment_or_docker_host() {
         stderr(&out)
     );
 }
+
+/// The whole path with a real repo daemon (network 2816 from `scripts/test-env.sh`): `up` runs
+/// `renet compose` inside the function, the service answers on its IP, `down` removes it.
+/// Skipped when the daemon is not running. A hand-written slot and a free port keep it clear of
+/// other tests on the same daemon.
+#[test]
+fn up_and_down_with_a_real_daemon() {
+    let socket = Path::new("/var/run/rediacc/docker-2816.sock");
+    if !renet::daemons::ping(socket) {
+        eprintln!("skipped: no repo daemon on {}", socket.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let project = format!("opse2e{}", std::process::id());
+    let root = tmp.path().join("e2erepo");
+    std::fs::create_dir_all(root.join(&project)).unwrap();
+    std::fs::write(
+        root.join(".rediacc.json"),
+        r#"{"services": {"web": {"slot": 57}}}"#,
+    )
+    .unwrap();
+    let ip = "127.0.11.59";
+    let port = std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        root.join(&project).join("compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: renet-test/busybox:latest\n    command: [\"httpd\", \"-f\", \"-p\", \"${{WEB_IP}}:{port}\", \"-h\", \"/www\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join(&project).join("Rediaccfile"),
+        "up() { renet compose -- up -d; }\ndown() { renet compose -- down; }\n",
+    )
+    .unwrap();
+    let run = |action: &str| {
+        Command::new(env!("CARGO_BIN_EXE_renet"))
+            .args(["repo", action])
+            .arg(&root)
+            .args(["--network-id", "2816", "--socket-dir", "/var/run/rediacc"])
+            .env_remove("DOCKER_HOST")
+            .env_remove("REDIACC_NETWORK_ID")
+            .output()
+            .unwrap()
+    };
+    struct Down<'a>(&'a dyn Fn(&str) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)("down");
+        }
+    }
+    let _down = Down(&run);
+
+    let out = run("up");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect((ip, port)) {
+            write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.contains("200") {
+                break buf;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answers on {ip}:{port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(body.contains("hello from renet-test"), "{body}");
+
+    let out = run("down");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::net::TcpStream::connect((ip, port)).is_err());
+}
