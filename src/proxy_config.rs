@@ -1,12 +1,898 @@
-//! `renet proxy config`: Traefik v3 static configuration and systemd units (spec §7).
+//! `renet proxy config`: Traefik v3 static configuration, its Cloudflare env file and the
+//! systemd units of Traefik and the route server (spec §7).
+//!
+//! The flags are merged into the settings file that `renet route-server` also reads, and the
+//! static configuration is rendered from that merged file alone. So the entrypoints Traefik
+//! opens are exactly the ones the route server routes to, and rerunning the command without
+//! flags regenerates the same bytes.
+//!
+//! Everything is validated and rendered in memory first; only then are files written (each
+//! atomically), so bad input leaves no partial state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::settings::Settings;
+
+/// File names inside the output folder.
+pub const STATIC_CONFIG_FILE: &str = "traefik.yml";
+pub const ENV_FILE: &str = "traefik.env";
+pub const ACME_FILE: &str = "acme.json";
+pub const ROUTE_SERVER_UNIT: &str = "renet-route-server.service";
+pub const TRAEFIK_UNIT: &str = "traefik.service";
+/// The certificate resolver every route refers to by default (`Settings::cert_resolver`).
+pub const RESOLVER: &str = "letsencrypt";
+/// The variable Traefik's Cloudflare DNS provider (lego) reads.
+pub const TOKEN_VAR: &str = "CF_DNS_API_TOKEN";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProxyCommand {
-    /// Write Traefik's static configuration, its env file and the systemd units.
-    Config,
+    /// Save the infrastructure settings, then write Traefik's static configuration, its env
+    /// file and the systemd units.
+    Config(Box<ConfigArgs>),
 }
 
-pub fn run(cmd: ProxyCommand) -> anyhow::Result<u8> {
-    let _ = cmd;
-    anyhow::bail!("proxy config: not built yet")
+/// Flags named like `rdc context set-infra`. A flag that is not given keeps the value already
+/// in the settings file; an empty value (`--public-ipv6 ''`, `--tcp-ports ''`) clears it.
+#[derive(Debug, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Settings file shared with the route server [default: /etc/rediacc/renet.json].
+    #[arg(long, env = "RENET_SETTINGS")]
+    pub settings: Option<PathBuf>,
+    /// Folder for traefik.yml, traefik.env and acme.json [default: the settings' traefik_dir].
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Folder the systemd units are written to.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// Public IPv4 address Traefik binds. Without one, Traefik binds 127.0.0.1 (a test machine).
+    #[arg(long)]
+    pub public_ipv4: Option<String>,
+    /// Public IPv6 address; adds the `web-v6` and `websecure-v6` entrypoints.
+    #[arg(long)]
+    pub public_ipv6: Option<String>,
+    /// Base domain of automatic routes (`{service}-{networkID}.<base domain>`).
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// ACME account e-mail of the `letsencrypt` resolver.
+    #[arg(long)]
+    pub cert_email: Option<String>,
+    /// Cloudflare API token (Zone:DNS:Edit) for the DNS-01 challenge; stored only in the
+    /// 0600 env file. Prefer the environment variable: flags show up in `ps`.
+    #[arg(long, env = "CF_DNS_API_TOKEN", hide_env_values = true)]
+    pub cf_dns_token: Option<String>,
+    /// Extra TCP ports registered with the proxy, comma separated (`25,143,993`).
+    #[arg(long)]
+    pub tcp_ports: Option<String>,
+    /// Extra UDP ports registered with the proxy, comma separated (`53`).
+    #[arg(long)]
+    pub udp_ports: Option<String>,
+    /// Port of the `web` entrypoints (80 in production).
+    #[arg(long)]
+    pub http_port: Option<String>,
+    /// Port of the `websecure` entrypoints (443 in production).
+    #[arg(long)]
+    pub https_port: Option<String>,
+    /// The dynamic TCP range, `FIRST-LAST` (10000-10010).
+    #[arg(long)]
+    pub dynamic_range: Option<String>,
+    /// The route server's loopback listen address (`127.0.0.1:7111`).
+    #[arg(long)]
+    pub route_server: Option<String>,
+    /// Loopback address for Traefik's API and ping (`127.0.0.1:8080`); empty → no API.
+    #[arg(long)]
+    pub api_address: Option<String>,
+    /// The renet binary the route server unit runs.
+    #[arg(long, default_value = "/usr/local/bin/renet")]
+    pub renet_bin: PathBuf,
+    /// The traefik binary the Traefik unit runs.
+    #[arg(long, default_value = "/usr/local/bin/traefik")]
+    pub traefik_bin: PathBuf,
+}
+
+pub fn run(cmd: ProxyCommand) -> Result<u8> {
+    match cmd {
+        ProxyCommand::Config(args) => {
+            let report = config(&args)?;
+            for line in report {
+                eprintln!("renet: {line}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Where the generated files go.
+#[derive(Debug, Clone)]
+pub struct OutputPaths {
+    pub settings: PathBuf,
+    pub out_dir: PathBuf,
+    pub unit_dir: PathBuf,
+    pub renet_bin: PathBuf,
+    pub traefik_bin: PathBuf,
+}
+
+impl OutputPaths {
+    pub fn static_config(&self) -> PathBuf {
+        self.out_dir.join(STATIC_CONFIG_FILE)
+    }
+    pub fn env_file(&self) -> PathBuf {
+        self.out_dir.join(ENV_FILE)
+    }
+    pub fn acme_storage(&self) -> PathBuf {
+        self.out_dir.join(ACME_FILE)
+    }
+}
+
+/// The generated files, rendered in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub static_config: String,
+    pub route_server_unit: String,
+    pub traefik_unit: String,
+}
+
+/// The whole command: merge, validate, render, then write. Returns what it did, for the user.
+pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
+    let settings_path = Settings::path(args.settings.as_deref());
+    let mut settings = Settings::load(&settings_path)?;
+    merge(&mut settings, args).with_context(|| "renet proxy config: invalid flag".to_string())?;
+    validate(&settings).with_context(|| {
+        format!(
+            "renet proxy config: invalid settings (flags merged into {}); nothing was written",
+            settings_path.display()
+        )
+    })?;
+    let token = match &args.cf_dns_token {
+        Some(t) => Some(validate_token(t).context("renet proxy config: --cf-dns-token")?),
+        None => None,
+    };
+    let paths = OutputPaths {
+        settings: absolute(&settings_path)?,
+        out_dir: absolute(&settings.traefik_dir)?,
+        unit_dir: args.unit_dir.clone(),
+        renet_bin: args.renet_bin.clone(),
+        traefik_bin: args.traefik_bin.clone(),
+    };
+    settings.traefik_dir = paths.out_dir.clone();
+    let rendered = render(&settings, &paths);
+
+    let mut report = Vec::new();
+    let mut settings_text = serde_json::to_string_pretty(&settings)?;
+    settings_text.push('\n');
+    write_file(&settings_path, settings_text.as_bytes(), None)?;
+    report.push(format!("saved settings to {}", settings_path.display()));
+
+    let env_path = paths.env_file();
+    match token {
+        Some(t) => {
+            write_file(
+                &env_path,
+                format!("{TOKEN_VAR}={t}\n").as_bytes(),
+                Some(0o600),
+            )?;
+            report.push(format!(
+                "wrote the Cloudflare token to {} (mode 0600)",
+                env_path.display()
+            ));
+        }
+        None if env_path.exists() => {
+            let mode = std::fs::metadata(&env_path)
+                .with_context(|| format!("{}: cannot read", env_path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("{}: cannot chmod 0600", env_path.display()))?;
+                report.push(format!(
+                    "{}: was readable by others (mode {:o}); set to 0600",
+                    env_path.display(),
+                    mode & 0o777
+                ));
+            }
+            report.push(format!("kept the token in {}", env_path.display()));
+        }
+        None => {
+            // The Traefik unit names this file; systemd refuses to start a unit whose
+            // EnvironmentFile is missing, so an empty one is better than none.
+            let body = format!(
+                "# {TOKEN_VAR}=<Cloudflare API token with Zone:DNS:Edit>\n# Written by `renet proxy config`; set it with --cf-dns-token.\n"
+            );
+            write_file(&env_path, body.as_bytes(), Some(0o600))?;
+            report.push(format!(
+                "warning: no Cloudflare token given: `{RESOLVER}` cannot issue certificates until \
+                 `renet proxy config --cf-dns-token …` is run ({} written without one)",
+                env_path.display()
+            ));
+        }
+    }
+
+    let yml = paths.static_config();
+    write_file(&yml, rendered.static_config.as_bytes(), None)?;
+    report.push(format!(
+        "wrote the Traefik static configuration {}",
+        yml.display()
+    ));
+    for (name, body) in [
+        (ROUTE_SERVER_UNIT, &rendered.route_server_unit),
+        (TRAEFIK_UNIT, &rendered.traefik_unit),
+    ] {
+        let p = paths.unit_dir.join(name);
+        write_file(&p, body.as_bytes(), None)?;
+        report.push(format!("wrote {}", p.display()));
+    }
+    report.push(format!(
+        "next: systemctl daemon-reload && systemctl enable --now {ROUTE_SERVER_UNIT} {TRAEFIK_UNIT}"
+    ));
+    Ok(report)
+}
+
+/// Applies the flags that were given to the settings.
+pub fn merge(s: &mut Settings, a: &ConfigArgs) -> Result<()> {
+    fn opt(v: &str) -> Option<String> {
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    }
+    if let Some(v) = &a.public_ipv4 {
+        s.public_ipv4 = opt(v);
+    }
+    if let Some(v) = &a.public_ipv6 {
+        s.public_ipv6 = opt(v);
+    }
+    if let Some(v) = &a.base_domain {
+        s.base_domain = opt(v).map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    }
+    if let Some(v) = &a.cert_email {
+        s.cert_email = opt(v);
+    }
+    if let Some(v) = &a.tcp_ports {
+        s.tcp_ports = parse_port_list(v).context("--tcp-ports")?;
+    }
+    if let Some(v) = &a.udp_ports {
+        s.udp_ports = parse_port_list(v).context("--udp-ports")?;
+    }
+    if let Some(v) = &a.http_port {
+        s.http_port = parse_port(v).context("--http-port")?;
+    }
+    if let Some(v) = &a.https_port {
+        s.https_port = parse_port(v).context("--https-port")?;
+    }
+    if let Some(v) = &a.dynamic_range {
+        let (first, last) = v
+            .split_once('-')
+            .with_context(|| format!("--dynamic-range: `{v}` is not FIRST-LAST (10000-10010)"))?;
+        s.dynamic_range = [
+            parse_port(first).context("--dynamic-range")?,
+            parse_port(last).context("--dynamic-range")?,
+        ];
+    }
+    if let Some(v) = &a.route_server {
+        s.listen = v.trim().to_string();
+    }
+    if let Some(v) = &a.api_address {
+        s.traefik_api_address = opt(v);
+    }
+    if let Some(v) = &a.out_dir {
+        s.traefik_dir = v.clone();
+    }
+    Ok(())
+}
+
+/// A port number 1..=65535.
+pub fn parse_port(s: &str) -> Result<u16> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => bail!("port 0 is not a port; use 1..=65535"),
+        Ok(p) if p <= 65535 => Ok(p as u16),
+        Ok(p) => bail!("port {p} is out of range; use 1..=65535"),
+        Err(_) => bail!("`{}` is not a port number (1..=65535)", s.trim()),
+    }
+}
+
+/// `25,143, 993` → sorted, without duplicates. Empty → empty.
+pub fn parse_port_list(s: &str) -> Result<Vec<u16>> {
+    let mut ports = std::collections::BTreeSet::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        ports.insert(parse_port(item)?);
+    }
+    Ok(ports.into_iter().collect())
+}
+
+/// Checks everything the static configuration is built from. The error names the setting.
+pub fn validate(s: &Settings) -> Result<()> {
+    if let Some(ip) = &s.public_ipv4 {
+        let parsed: Ipv4Addr = ip
+            .parse()
+            .with_context(|| format!("public_ipv4: `{ip}` is not an IPv4 address"))?;
+        if parsed.is_unspecified() || parsed.is_broadcast() || parsed.is_multicast() {
+            bail!(
+                "public_ipv4: `{ip}` cannot be bound as one address; give the server's public IPv4"
+            );
+        }
+    }
+    if let Some(ip) = &s.public_ipv6 {
+        let parsed: Ipv6Addr = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .with_context(|| format!("public_ipv6: `{ip}` is not an IPv6 address"))?;
+        if parsed.is_unspecified() || parsed.is_multicast() {
+            bail!(
+                "public_ipv6: `{ip}` cannot be bound as one address; give the server's public IPv6"
+            );
+        }
+    }
+    if let Some(d) = &s.base_domain {
+        validate_domain(d).with_context(|| format!("base_domain: `{d}`"))?;
+    }
+    if let Some(e) = &s.cert_email {
+        validate_email(e).with_context(|| format!("cert_email: `{e}`"))?;
+    }
+    for (what, p) in [("http_port", s.http_port), ("https_port", s.https_port)] {
+        if p == 0 {
+            bail!("{what}: port 0 is not a port; use 1..=65535");
+        }
+    }
+    for p in s.tcp_ports.iter().chain(&s.udp_ports) {
+        if *p == 0 {
+            bail!("tcp_ports/udp_ports: port 0 is not a port; use 1..=65535");
+        }
+    }
+    let [first, last] = s.dynamic_range;
+    if first == 0 || first > last {
+        bail!("dynamic_range: {first}-{last} is not a range of ports (FIRST-LAST, 1..=65535)");
+    }
+    if last - first >= 1000 {
+        bail!(
+            "dynamic_range: {first}-{last} has {} ports; Traefik opens one listener per port, keep it under 1000",
+            last - first + 1
+        );
+    }
+    let listen: SocketAddr = s.listen.parse().with_context(|| {
+        format!(
+            "listen: `{}` is not an address:port (127.0.0.1:7111)",
+            s.listen
+        )
+    })?;
+    if !listen.ip().is_loopback() {
+        bail!(
+            "listen: the route server must listen on loopback, not `{}`",
+            s.listen
+        );
+    }
+    if let Some(api) = &s.traefik_api_address {
+        let a: SocketAddr = api.parse().with_context(|| {
+            format!("traefik_api_address: `{api}` is not an address:port (127.0.0.1:8080)")
+        })?;
+        if !a.ip().is_loopback() || a.port() == 0 {
+            bail!(
+                "traefik_api_address: `{api}`: the API has no authentication; give a loopback address and port (127.0.0.1:8080)"
+            );
+        }
+    }
+    let known = entrypoint_names(s);
+    for ep in &s.entrypoints {
+        if !known.contains(ep) {
+            bail!(
+                "entrypoints: automatic routes use `{ep}`, which Traefik will not have (it has {}){}",
+                known.join(", "),
+                if ep.ends_with("-v6") {
+                    "; set public_ipv6 or remove it"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    // Two entrypoints on one address and port would make Traefik fail at start.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (name, ep) in entrypoints(s) {
+        let addr = ep.address;
+        if let Some(other) = seen.insert(addr.clone(), name.clone()) {
+            bail!(
+                "entrypoints `{other}` and `{name}` would both listen on {addr}; change a port (http_port, https_port, tcp_ports, dynamic_range, traefik_api_address)"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn validate_domain(d: &str) -> Result<()> {
+    if d.len() > 253 {
+        bail!("longer than 253 characters");
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    if labels.len() < 2 {
+        bail!("not a domain name: give at least two labels (example.com)");
+    }
+    for l in labels {
+        if l.is_empty() || l.len() > 63 {
+            bail!("label `{l}` must have 1 to 63 characters");
+        }
+        if !l
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("label `{l}` may only hold a-z, 0-9 and `-` (use punycode for other letters)");
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            bail!("label `{l}` must not start or end with `-`");
+        }
+    }
+    Ok(())
+}
+
+fn validate_email(e: &str) -> Result<()> {
+    let Some((local, domain)) = e.split_once('@') else {
+        bail!("not an e-mail address (no `@`)");
+    };
+    if local.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("not an e-mail address");
+    }
+    validate_domain(&domain.to_ascii_lowercase()).context("the domain part")
+}
+
+/// Cloudflare tokens are letters, digits, `-` and `_`; anything else would need quoting in
+/// the env file and is far more likely a paste error.
+fn validate_token(t: &str) -> Result<String> {
+    let t = t.trim();
+    if t.is_empty() {
+        bail!("the token is empty");
+    }
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        bail!(
+            "the token holds characters other than letters, digits, `-`, `_` and `.`; check what was pasted"
+        );
+    }
+    Ok(t.to_string())
+}
+
+/// One entrypoint of the static configuration.
+#[derive(Debug, Clone)]
+struct EntryPoint {
+    /// `ip:port` or `ip:port/udp`, the form Traefik takes.
+    address: String,
+    /// For `web`/`web-v6`: the entrypoint to redirect to.
+    redirect_to: Option<&'static str>,
+    /// Routers on this entrypoint use TLS by default.
+    tls: bool,
+}
+
+/// The address HTTP(S), TCP and UDP entrypoints bind on IPv4: the public IPv4, else loopback.
+/// Never the wildcard: on a server with several addresses, Traefik must not take ports on
+/// addresses (other repos' loopback blocks, private networks) it does not own.
+fn ipv4_bind(s: &Settings) -> String {
+    s.public_ipv4.clone().unwrap_or_else(|| "127.0.0.1".into())
+}
+
+fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
+    let v4 = ipv4_bind(s);
+    let mut out = vec![
+        (
+            "web".to_string(),
+            EntryPoint {
+                address: format!("{v4}:{}", s.http_port),
+                redirect_to: Some("websecure"),
+                tls: false,
+            },
+        ),
+        (
+            "websecure".to_string(),
+            EntryPoint {
+                address: format!("{v4}:{}", s.https_port),
+                redirect_to: None,
+                tls: true,
+            },
+        ),
+    ];
+    if let Some(v6) = &s.public_ipv6 {
+        let v6 = v6.trim_start_matches('[').trim_end_matches(']');
+        out.push((
+            "web-v6".to_string(),
+            EntryPoint {
+                address: format!("[{v6}]:{}", s.http_port),
+                redirect_to: Some("websecure-v6"),
+                tls: false,
+            },
+        ));
+        out.push((
+            "websecure-v6".to_string(),
+            EntryPoint {
+                address: format!("[{v6}]:{}", s.https_port),
+                redirect_to: None,
+                tls: true,
+            },
+        ));
+    }
+    for p in s.tcp_entrypoint_ports() {
+        out.push((
+            format!("tcp-{p}"),
+            EntryPoint {
+                address: format!("{v4}:{p}"),
+                redirect_to: None,
+                tls: false,
+            },
+        ));
+    }
+    for p in s.udp_entrypoint_ports() {
+        out.push((
+            format!("udp-{p}"),
+            EntryPoint {
+                address: format!("{v4}:{p}/udp"),
+                redirect_to: None,
+                tls: false,
+            },
+        ));
+    }
+    if let Some(api) = &s.traefik_api_address {
+        out.push((
+            "traefik".to_string(),
+            EntryPoint {
+                address: api.clone(),
+                redirect_to: None,
+                tls: false,
+            },
+        ));
+    }
+    out
+}
+
+/// The names of every entrypoint the static configuration defines, in file order.
+pub fn entrypoint_names(s: &Settings) -> Vec<String> {
+    entrypoints(s).into_iter().map(|(n, _)| n).collect()
+}
+
+/// Renders the static configuration and the units. Pure and deterministic: the same settings
+/// and paths give the same bytes.
+pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
+    let mut eps = serde_json::Map::new();
+    for (name, ep) in entrypoints(s) {
+        let mut e = serde_json::Map::new();
+        e.insert("address".into(), Value::from(ep.address));
+        if let Some(to) = ep.redirect_to {
+            e.insert(
+                "http".into(),
+                json!({ "redirections": { "entryPoint": {
+                    "to": to, "scheme": "https", "permanent": true
+                } } }),
+            );
+        }
+        if ep.tls {
+            e.insert("http".into(), json!({ "tls": {} }));
+        }
+        eps.insert(name, Value::Object(e));
+    }
+
+    let mut acme = serde_json::Map::new();
+    if let Some(email) = &s.cert_email {
+        acme.insert("email".into(), Value::from(email.clone()));
+    }
+    acme.insert(
+        "storage".into(),
+        Value::from(paths.acme_storage().display().to_string()),
+    );
+    acme.insert(
+        "dnsChallenge".into(),
+        json!({ "provider": "cloudflare", "resolvers": ["1.1.1.1:53", "1.0.0.1:53"] }),
+    );
+
+    let mut doc = serde_json::Map::new();
+    doc.insert(
+        "global".into(),
+        json!({ "checkNewVersion": false, "sendAnonymousUsage": false }),
+    );
+    doc.insert("log".into(), json!({ "level": "INFO" }));
+    doc.insert("entryPoints".into(), Value::Object(eps));
+    doc.insert(
+        "providers".into(),
+        json!({ "http": {
+            "endpoint": format!("http://{}/routes.yaml", s.listen),
+            "pollInterval": "5s",
+            "pollTimeout": "5s"
+        } }),
+    );
+    doc.insert(
+        "certificatesResolvers".into(),
+        json!({ RESOLVER: { "acme": Value::Object(acme) } }),
+    );
+    if s.traefik_api_address.is_some() {
+        doc.insert(
+            "api".into(),
+            json!({ "insecure": true, "dashboard": false }),
+        );
+        doc.insert("ping".into(), json!({ "entryPoint": "traefik" }));
+    }
+
+    let mut static_config = format!(
+        "# Traefik v3 static configuration, written by `renet proxy config` from {}.\n\
+         # Do not edit: change the settings with `renet proxy config --…` and rerun it.\n\
+         # The Cloudflare token is in {} ({TOKEN_VAR}), never here.\n",
+        paths.settings.display(),
+        paths.env_file().display()
+    );
+    static_config
+        .push_str(&serde_yaml::to_string(&Value::Object(doc)).expect("JSON values serialize"));
+
+    let settings = paths.settings.display();
+    let mut route_server_unit = String::new();
+    let _ = write!(
+        route_server_unit,
+        "# Written by `renet proxy config`.\n\
+         [Unit]\n\
+         Description=renet route server (Traefik dynamic configuration from the repo daemons)\n\
+         Documentation=file://{settings}\n\
+         After=network.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         Environment=RENET_SETTINGS={settings}\n\
+         ExecStart={} route-server --settings {settings}\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        paths.renet_bin.display()
+    );
+
+    let mut traefik_unit = String::new();
+    let _ = write!(
+        traefik_unit,
+        "# Written by `renet proxy config`.\n\
+         [Unit]\n\
+         Description=Traefik reverse proxy for renet repositories\n\
+         Documentation=https://doc.traefik.io/traefik/\n\
+         Wants=network-online.target {ROUTE_SERVER_UNIT}\n\
+         After=network-online.target {ROUTE_SERVER_UNIT}\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         EnvironmentFile={}\n\
+         ExecStart={} --configFile={}\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         AmbientCapabilities=CAP_NET_BIND_SERVICE\n\
+         LimitNOFILE=1048576\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        paths.env_file().display(),
+        paths.traefik_bin.display(),
+        paths.static_config().display()
+    );
+
+    Rendered {
+        static_config,
+        route_server_unit,
+        traefik_unit,
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}: cannot make absolute", p.display()))
+}
+
+/// Writes a file atomically (temp file in the same folder, fsync, rename), creating its folder.
+/// With a mode, the temp file is created with it, so the content is never readable by others.
+fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        opts.mode(mode.unwrap_or(0o644));
+        let mut f = opts.open(&tmp)?;
+        if let Some(m) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(m))?;
+        }
+        f.write_all(body)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> OutputPaths {
+        OutputPaths {
+            settings: "/etc/rediacc/renet.json".into(),
+            out_dir: "/etc/rediacc/traefik".into(),
+            unit_dir: "/etc/systemd/system".into(),
+            renet_bin: "/usr/local/bin/renet".into(),
+            traefik_bin: "/usr/local/bin/traefik".into(),
+        }
+    }
+
+    fn production() -> Settings {
+        let mut s = Settings::default();
+        let args = ConfigArgs {
+            public_ipv4: Some("203.0.113.50".into()),
+            public_ipv6: Some("2001:db8::1".into()),
+            base_domain: Some("Example.com.".into()),
+            cert_email: Some("admin@example.com".into()),
+            tcp_ports: Some("25,143,465,587,993,25".into()),
+            udp_ports: Some("53".into()),
+            ..Default::default()
+        };
+        merge(&mut s, &args).unwrap();
+        s
+    }
+
+    #[test]
+    fn production_settings_render_the_expected_entrypoints() {
+        let s = production();
+        validate(&s).unwrap();
+        assert_eq!(s.base_domain.as_deref(), Some("example.com"));
+        assert_eq!(s.tcp_ports, vec![25, 143, 465, 587, 993]);
+        let names = entrypoint_names(&s);
+        assert_eq!(&names[..4], &["web", "websecure", "web-v6", "websecure-v6"]);
+        assert!(names.contains(&"tcp-25".to_string()));
+        assert!(names.contains(&"tcp-3306".to_string()));
+        assert!(names.contains(&"tcp-10010".to_string()));
+        assert_eq!(names.last().unwrap(), "udp-53");
+        let r = render(&s, &paths());
+        let y = &r.static_config;
+        assert!(y.contains("address: 203.0.113.50:443"), "{y}");
+        assert!(y.contains("address: '[2001:db8::1]:443'"), "{y}");
+        assert!(y.contains("address: 203.0.113.50:53/udp"), "{y}");
+        assert!(y.contains("endpoint: http://127.0.0.1:7111/routes.yaml"));
+        assert!(y.contains("pollInterval: 5s"));
+        assert!(y.contains("provider: cloudflare"));
+        assert!(!y.contains("0.0.0.0") && !y.contains("[::]"));
+        assert!(!y.contains("api:"), "no API unless asked for");
+        assert_eq!(render(&s, &paths()), r, "deterministic");
+        assert!(
+            r.traefik_unit
+                .contains("EnvironmentFile=/etc/rediacc/traefik/traefik.env")
+        );
+        assert!(r.traefik_unit.contains("Restart=always"));
+        assert!(
+            r.traefik_unit
+                .contains("After=network-online.target renet-route-server.service")
+        );
+        assert!(r.route_server_unit.contains(
+            "ExecStart=/usr/local/bin/renet route-server --settings /etc/rediacc/renet.json"
+        ));
+    }
+
+    #[test]
+    fn without_public_ipv4_everything_binds_loopback() {
+        let s = Settings::default();
+        let y = render(&s, &paths()).static_config;
+        assert!(y.contains("address: 127.0.0.1:80\n"), "{y}");
+        assert!(!y.contains("web-v6"));
+        assert_eq!(s.effective_entrypoints(), vec!["websecure"]);
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let cases: Vec<(ConfigArgs, &str)> = vec![
+            (
+                ConfigArgs {
+                    public_ipv4: Some("300.1.1.1".into()),
+                    ..Default::default()
+                },
+                "public_ipv4",
+            ),
+            (
+                ConfigArgs {
+                    public_ipv4: Some("0.0.0.0".into()),
+                    ..Default::default()
+                },
+                "public_ipv4",
+            ),
+            (
+                ConfigArgs {
+                    public_ipv6: Some("::".into()),
+                    ..Default::default()
+                },
+                "public_ipv6",
+            ),
+            (
+                ConfigArgs {
+                    base_domain: Some("exa mple.com".into()),
+                    ..Default::default()
+                },
+                "base_domain",
+            ),
+            (
+                ConfigArgs {
+                    base_domain: Some("-x.com".into()),
+                    ..Default::default()
+                },
+                "base_domain",
+            ),
+            (
+                ConfigArgs {
+                    cert_email: Some("admin".into()),
+                    ..Default::default()
+                },
+                "cert_email",
+            ),
+            (
+                ConfigArgs {
+                    tcp_ports: Some("25,0".into()),
+                    ..Default::default()
+                },
+                "--tcp-ports",
+            ),
+            (
+                ConfigArgs {
+                    udp_ports: Some("70000".into()),
+                    ..Default::default()
+                },
+                "--udp-ports",
+            ),
+            (
+                ConfigArgs {
+                    tcp_ports: Some("443".into()),
+                    ..Default::default()
+                },
+                "both listen",
+            ),
+            (
+                ConfigArgs {
+                    api_address: Some("0.0.0.0:8080".into()),
+                    ..Default::default()
+                },
+                "traefik_api_address",
+            ),
+            (
+                ConfigArgs {
+                    dynamic_range: Some("10010-10000".into()),
+                    ..Default::default()
+                },
+                "dynamic_range",
+            ),
+        ];
+        for (args, want) in cases {
+            let mut s = Settings::default();
+            let err = merge(&mut s, &args)
+                .and_then(|_| validate(&s))
+                .expect_err(want);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(want), "{want}: {msg}");
+        }
+    }
+
+    #[test]
+    fn v6_entrypoints_for_automatic_routes_need_ipv6() {
+        let s = Settings {
+            entrypoints: vec!["websecure".into(), "websecure-v6".into()],
+            ..Default::default()
+        };
+        let msg = format!("{:#}", validate(&s).unwrap_err());
+        assert!(
+            msg.contains("websecure-v6") && msg.contains("public_ipv6"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        assert!(validate_token("abc-DEF_123").is_ok());
+        assert!(validate_token("").is_err());
+        assert!(validate_token("abc\ndef=1").is_err());
+    }
 }

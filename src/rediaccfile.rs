@@ -1,16 +1,582 @@
-//! `renet repo up|down|info`: the Rediaccfile runner (spec §8).
+//! `renet repo up|down|info DIR`: the Rediaccfile runner (spec §8).
+//!
+//! A repository holds Bash files named `Rediaccfile` (or `rediaccfile`) at its root and in
+//! first-level subfolders, each with optional `prep`, `up`, `down` and `info` functions. This
+//! module finds them, gives every compose service of the repo its slot *before* anything runs
+//! (so every `<SERVICE>_IP` is known to every function, also across projects), and calls the
+//! functions in the documented order with the repo's variables. Functions' output passes
+//! through; a summary at the end says what ran, what was skipped and what failed.
+//!
+//! Each Rediaccfile is *sourced* by its own `bash` (with its folder as working directory), so
+//! two Rediaccfiles never see each other's functions or variables.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::addresses::{NetworkId, network_id_from_socket, service_ip_vars, socket_file_name};
+use crate::settings::DEFAULT_SOCKET_DIR;
+
+/// The two accepted spellings, checked in this order.
+pub const FILE_NAMES: [&str; 2] = ["Rediaccfile", "rediaccfile"];
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RepoCommand {
-    /// Run every Rediaccfile's `prep`, then every `up`.
-    Up { dir: std::path::PathBuf },
-    /// Run every Rediaccfile's `down`, subfolders Z→A then the root.
-    Down { dir: std::path::PathBuf },
-    /// Run every Rediaccfile's `info`.
-    Info { dir: std::path::PathBuf },
+    /// Give every compose service its slot, then run every Rediaccfile's `prep`, then every
+    /// `up` (root first, then subfolders A→Z).
+    Up(RepoArgs),
+    /// Run every Rediaccfile's `down`: subfolders Z→A, then the root; every one is tried.
+    Down(RepoArgs),
+    /// Run every Rediaccfile's `info` (root first, then subfolders A→Z).
+    Info(RepoArgs),
 }
 
-pub fn run(cmd: RepoCommand) -> anyhow::Result<u8> {
-    let _ = cmd;
-    anyhow::bail!("repo: not built yet")
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// The repository root.
+    pub dir: PathBuf,
+    /// The repo's network ID [default: $REDIACC_NETWORK_ID, else the N of a
+    /// DOCKER_HOST=unix://…/docker-<N>.sock].
+    #[arg(long)]
+    pub network_id: Option<NetworkId>,
+    /// Folder of the repo daemons' sockets (DOCKER_HOST is `<socket dir>/docker-<N>.sock`).
+    #[arg(long, env = "RENET_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+}
+
+pub fn run(cmd: RepoCommand) -> Result<u8> {
+    let (phase, args) = match cmd {
+        RepoCommand::Up(a) => (Action::Up, a),
+        RepoCommand::Down(a) => (Action::Down, a),
+        RepoCommand::Info(a) => (Action::Info, a),
+    };
+    let network_id = resolve_network_id(
+        args.network_id,
+        std::env::var_os("REDIACC_NETWORK_ID"),
+        std::env::var_os("DOCKER_HOST"),
+    )?;
+    let report = run_repo(phase, &args.dir, network_id, &args.socket_dir)?;
+    eprint!("{report}");
+    Ok(if report.failed() { 1 } else { 0 })
+}
+
+/// The command: which functions run, in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Up,
+    Down,
+    Info,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Up => "up",
+            Action::Down => "down",
+            Action::Info => "info",
+        })
+    }
+}
+
+/// The network ID: the flag, else `REDIACC_NETWORK_ID`, else the `N` of a `DOCKER_HOST`
+/// naming `docker-<N>.sock`. Taken as arguments so it can be tested without touching the
+/// process environment.
+pub fn resolve_network_id(
+    flag: Option<NetworkId>,
+    env_id: Option<OsString>,
+    docker_host: Option<OsString>,
+) -> Result<NetworkId> {
+    if let Some(id) = flag {
+        return Ok(id);
+    }
+    if let Some(v) = env_id.filter(|v| !v.is_empty()) {
+        let s = v.to_string_lossy();
+        return s
+            .parse()
+            .with_context(|| format!("REDIACC_NETWORK_ID=`{s}` in the environment"));
+    }
+    if let Some(host) = docker_host
+        && let Some(id) = network_id_from_socket(&host.to_string_lossy())
+    {
+        return Ok(id);
+    }
+    bail!(
+        "no network ID: give `--network-id N`, set REDIACC_NETWORK_ID, or set \
+         DOCKER_HOST=unix:///var/run/rediacc/docker-<N>.sock (N is 2816, 2880, 2944, …)"
+    )
+}
+
+/// One Rediaccfile of a repo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rediaccfile {
+    /// The folder it is in (and runs in).
+    pub folder: PathBuf,
+    /// Its file name (`Rediaccfile` or `rediaccfile`).
+    pub file_name: String,
+    /// Its path relative to the repo root, for messages (`Rediaccfile`, `api/Rediaccfile`).
+    pub label: String,
+    pub is_root: bool,
+}
+
+/// The Rediaccfiles of a repo: the root's first (if any), then first-level subfolders in
+/// byte order of their names (A→Z). Hidden folders are skipped: they hold tool state (`.git`,
+/// `.venv`), never a project.
+pub fn discover(root: &Path) -> Result<Vec<Rediaccfile>> {
+    let meta = std::fs::metadata(root)
+        .with_context(|| format!("{}: cannot open the repository folder", root.display()))?;
+    if !meta.is_dir() {
+        bail!("{}: not a folder", root.display());
+    }
+    let mut out = Vec::new();
+    if let Some(name) = rediaccfile_in(root)? {
+        out.push(Rediaccfile {
+            folder: root.to_path_buf(),
+            label: name.clone(),
+            file_name: name,
+            is_root: true,
+        });
+    }
+    let mut subfolders = Vec::new();
+    for entry in
+        std::fs::read_dir(root).with_context(|| format!("{}: cannot list", root.display()))?
+    {
+        let entry = entry.with_context(|| format!("{}: cannot list", root.display()))?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        // Follows symlinks: a linked project folder is a project folder.
+        if entry.path().is_dir() {
+            subfolders.push(name);
+        }
+    }
+    subfolders.sort();
+    for name in subfolders {
+        let folder = root.join(&name);
+        if let Some(file_name) = rediaccfile_in(&folder)? {
+            out.push(Rediaccfile {
+                label: format!("{}/{file_name}", name.to_string_lossy()),
+                folder,
+                file_name,
+                is_root: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The Rediaccfile of one folder, by exact name (a case-insensitive file system would find
+/// both spellings for one file, so the listing is compared, not `exists()`).
+fn rediaccfile_in(folder: &Path) -> Result<Option<String>> {
+    let mut found = Vec::new();
+    for entry in
+        std::fs::read_dir(folder).with_context(|| format!("{}: cannot list", folder.display()))?
+    {
+        let entry = entry.with_context(|| format!("{}: cannot list", folder.display()))?;
+        let name = entry.file_name();
+        if let Some(n) = FILE_NAMES.iter().find(|n| name == **n)
+            && entry.path().is_file()
+        {
+            found.push(n.to_string());
+        }
+    }
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => bail!(
+            "{}: both `Rediaccfile` and `rediaccfile` exist; renet would not know which to run. \
+             Keep one of them",
+            folder.display()
+        ),
+    }
+}
+
+/// What happened to one function call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The Rediaccfile has no such function.
+    Skipped,
+    /// Exit code, or the signal that ended it.
+    Failed(String),
+    /// Not started because an earlier failure stops the rest.
+    NotRun(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub function: &'static str,
+    pub label: String,
+    pub outcome: Outcome,
+}
+
+/// Everything a run did, printed as the summary.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub action: Action,
+    pub root: PathBuf,
+    pub network_id: NetworkId,
+    pub steps: Vec<Step>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed(_)))
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count =
+            |pred: fn(&Outcome) -> bool| self.steps.iter().filter(|s| pred(&s.outcome)).count();
+        let ok = count(|o| matches!(o, Outcome::Ok));
+        let skipped = count(|o| matches!(o, Outcome::Skipped));
+        let failed = count(|o| matches!(o, Outcome::Failed(_)));
+        let not_run = count(|o| matches!(o, Outcome::NotRun(_)));
+        writeln!(
+            f,
+            "renet: repo {} {} (network {}): {ok} ran, {skipped} skipped, {failed} failed, {not_run} not run",
+            self.action,
+            self.root.display(),
+            self.network_id
+        )?;
+        let width = self.steps.iter().map(|s| s.label.len()).max().unwrap_or(0);
+        for s in &self.steps {
+            let what = match &s.outcome {
+                Outcome::Ok => "ok".to_string(),
+                Outcome::Skipped => format!("skipped (no `{}` function)", s.function),
+                Outcome::Failed(why) => format!("FAILED ({why})"),
+                Outcome::NotRun(why) => format!("not run ({why})"),
+            };
+            writeln!(f, "  {:<5} {:<width$}  {what}", s.function, s.label)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one command on a repo. Errors (no Rediaccfile, bad compose file, slots) come before
+/// any function runs; function failures are in the report.
+pub fn run_repo(
+    action: Action,
+    dir: &Path,
+    network_id: NetworkId,
+    socket_dir: &Path,
+) -> Result<Report> {
+    let root = std::fs::canonicalize(dir)
+        .with_context(|| format!("{}: cannot open the repository folder", dir.display()))?;
+    let files = discover(&root)?;
+    if files.is_empty() {
+        bail!(
+            "{}: no Rediaccfile (or rediaccfile) at the root or in a first-level subfolder",
+            root.display()
+        );
+    }
+    // A syntax error would otherwise look like missing functions, i.e. "skipped".
+    for rf in &files {
+        check_syntax(rf)?;
+    }
+    let slots = match action {
+        Action::Up => {
+            let names = repo_service_names(&files)?;
+            crate::slots::allocate(&root, &names)?.slots
+        }
+        // Reading only: stopping or inspecting a repo must not change its slot table.
+        Action::Down | Action::Info => crate::slots::read(&root)?,
+    };
+    let env = environment(&root, network_id, socket_dir, &slots)?;
+    if action == Action::Up {
+        let socket = socket_dir.join(socket_file_name(network_id));
+        if !socket.exists() {
+            eprintln!(
+                "renet: warning: no repo daemon at {}; start it with `renet daemon start --network-id {network_id}`",
+                socket.display()
+            );
+        }
+    }
+
+    let mut steps = Vec::new();
+    let runner = Runner { env: &env };
+    match action {
+        Action::Up => {
+            let mut stop: Option<String> = None;
+            for rf in &files {
+                steps.push(runner.step("prep", rf, &mut stop, true));
+            }
+            for rf in &files {
+                steps.push(runner.step("up", rf, &mut stop, rf.is_root));
+            }
+        }
+        Action::Down => {
+            let mut none = None;
+            for rf in files.iter().rev() {
+                steps.push(runner.step("down", rf, &mut none, false));
+            }
+        }
+        Action::Info => {
+            let mut none = None;
+            for rf in &files {
+                steps.push(runner.step("info", rf, &mut none, false));
+            }
+        }
+    }
+    Ok(Report {
+        action,
+        root,
+        network_id,
+        steps,
+    })
+}
+
+/// Service names of every compose project in a Rediaccfile folder, in folder order, each once.
+/// The same name in two projects shares one slot (spec §3), which is allowed but worth a word.
+fn repo_service_names(files: &[Rediaccfile]) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for rf in files {
+        let here = crate::compose_model::service_names_in_dir(&rf.folder)
+            .with_context(|| format!("{}: cannot read the compose files", rf.folder.display()))?;
+        let project = if rf.is_root {
+            "the root".to_string()
+        } else {
+            rf.label.split('/').next().unwrap_or_default().to_string()
+        };
+        for name in here {
+            match owner.get(&name) {
+                Some(other) if *other != project => eprintln!(
+                    "renet: warning: service `{name}` is in {other} and in {project}; both get one slot and one IP"
+                ),
+                Some(_) => {}
+                None => {
+                    owner.insert(name.clone(), project.clone());
+                    names.push(name);
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The variables every function sees (spec §8), plus PATH with this renet first.
+fn environment(
+    root: &Path,
+    network_id: NetworkId,
+    socket_dir: &Path,
+    slots: &crate::slots::SlotTable,
+) -> Result<Vec<(String, OsString)>> {
+    let repo_name = root
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| OsString::from("/"));
+    let socket_dir = std::path::absolute(socket_dir)
+        .with_context(|| format!("{}: cannot make absolute", socket_dir.display()))?;
+    let docker_host = format!(
+        "unix://{}",
+        socket_dir.join(socket_file_name(network_id)).display()
+    );
+    let id = OsString::from(network_id.to_string());
+    let mut env: Vec<(String, OsString)> = vec![
+        ("REDIACC_WORKING_DIR".into(), root.as_os_str().to_owned()),
+        ("REDIACC_NETWORK_ID".into(), id.clone()),
+        ("REDIACC_REPOSITORY".into(), repo_name.clone()),
+        ("DOCKER_HOST".into(), docker_host.into()),
+        ("REPOSITORY_PATH".into(), root.as_os_str().to_owned()),
+        ("REPOSITORY_NAME".into(), repo_name),
+        ("REPOSITORY_NETWORK_ID".into(), id),
+    ];
+    let vars = service_ip_vars(slots.keys().map(String::as_str))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", crate::slots::file_path(root).display()))?;
+    for (service, var) in vars {
+        let ip = network_id.slot_ip(slots[&service])?;
+        env.push((var, ip.to_string().into()));
+    }
+    // `renet compose` inside a function must be this renet, not another one on PATH.
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        let mut paths = vec![dir];
+        if let Some(old) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        env.push((
+            "PATH".into(),
+            std::env::join_paths(paths).context("PATH holds a `:` in a folder name")?,
+        ));
+    }
+    Ok(env)
+}
+
+/// `bash -n`: refuse a Rediaccfile with a syntax error before anything runs.
+fn check_syntax(rf: &Rediaccfile) -> Result<()> {
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&rf.file_name)
+        .current_dir(&rf.folder)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run bash (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "{}: syntax error; nothing was run:\n{}",
+            rf.folder.join(&rf.file_name).display(),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// The script that sources a Rediaccfile and calls one function. Its own state lives in
+/// `__renet_*` variables and the positional parameters are cleared, so the Rediaccfile sees a
+/// clean `$@`. Whether the function exists is reported through a status file rather than an
+/// exit code, because any exit code could also be the function's own.
+const SCRIPT: &str = r#"__renet_status=$1; __renet_function=$2; __renet_file=$3; set --
+source "./$__renet_file"
+if declare -F "$__renet_function" >/dev/null; then
+    printf run >"$__renet_status"
+    "$__renet_function"
+else
+    printf missing >"$__renet_status"
+    exit 0
+fi
+"#;
+
+struct Runner<'a> {
+    env: &'a [(String, OsString)],
+}
+
+impl Runner<'_> {
+    /// Runs `function` of `rf` unless `stop` holds a reason; a failure sets `stop` when
+    /// `stops_all` is true.
+    fn step(
+        &self,
+        function: &'static str,
+        rf: &Rediaccfile,
+        stop: &mut Option<String>,
+        stops_all: bool,
+    ) -> Step {
+        let outcome = match stop {
+            Some(why) => Outcome::NotRun(why.clone()),
+            None => {
+                let outcome = self.call(function, rf);
+                if let Outcome::Failed(_) = &outcome
+                    && stops_all
+                {
+                    *stop = Some(format!("`{function}` of {} failed", rf.label));
+                }
+                outcome
+            }
+        };
+        Step {
+            function,
+            label: rf.label.clone(),
+            outcome,
+        }
+    }
+
+    fn call(&self, function: &'static str, rf: &Rediaccfile) -> Outcome {
+        let status_file = match StatusFile::new() {
+            Ok(f) => f,
+            Err(e) => return Outcome::Failed(format!("{e:#}")),
+        };
+        eprintln!("renet: ==> {function} {}", rf.label);
+        let result = Command::new("bash")
+            .args(["--noprofile", "--norc", "-c", SCRIPT, "renet-rediaccfile"])
+            .arg(&status_file.0)
+            .arg(function)
+            .arg(&rf.file_name)
+            .current_dir(&rf.folder)
+            .env_remove("DOCKER_CONTEXT")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .status();
+        let status = match result {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(format!("cannot run bash: {e}")),
+        };
+        let marker = std::fs::read_to_string(&status_file.0).unwrap_or_default();
+        match marker.as_str() {
+            "missing" if status.success() => Outcome::Skipped,
+            "run" if status.success() => Outcome::Ok,
+            "run" => Outcome::Failed(describe(status)),
+            _ => Outcome::Failed(format!(
+                "{} while the file was being sourced",
+                describe(status)
+            )),
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+/// An empty 0600 temp file, removed on drop.
+struct StatusFile(PathBuf);
+
+impl StatusFile {
+    fn new() -> Result<StatusFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "renet-repo-{}-{}.status",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
+        Ok(StatusFile(path))
+    }
+}
+
+impl Drop for StatusFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> NetworkId {
+        NetworkId::new(n).unwrap()
+    }
+
+    #[test]
+    fn network_id_resolution_order() {
+        let s = |v: &str| Some(OsString::from(v));
+        assert_eq!(
+            resolve_network_id(Some(id(2816)), s("2880"), None).unwrap(),
+            id(2816)
+        );
+        assert_eq!(
+            resolve_network_id(None, s("2880"), s("unix:///x/docker-2944.sock")).unwrap(),
+            id(2880)
+        );
+        assert_eq!(
+            resolve_network_id(None, None, s("unix:///var/run/rediacc/docker-2944.sock")).unwrap(),
+            id(2944)
+        );
+        let err = resolve_network_id(None, s("123"), None).unwrap_err();
+        assert!(format!("{err:#}").contains("REDIACC_NETWORK_ID=`123`"));
+        let err = resolve_network_id(None, None, s("unix:///var/run/docker.sock")).unwrap_err();
+        assert!(format!("{err:#}").contains("--network-id"));
+    }
 }

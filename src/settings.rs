@@ -57,6 +57,9 @@ pub struct Settings {
     pub https_port: u16,
     /// Where `renet proxy config` writes Traefik's static configuration and env file.
     pub traefik_dir: PathBuf,
+    /// Loopback address of Traefik's API and ping entrypoint (`traefik`); none → no API.
+    /// Only loopback: the API has no authentication.
+    pub traefik_api_address: Option<String>,
 }
 
 impl Default for Settings {
@@ -79,6 +82,7 @@ impl Default for Settings {
             http_port: 80,
             https_port: 443,
             traefik_dir: "/etc/rediacc/traefik".into(),
+            traefik_api_address: None,
         }
     }
 }
