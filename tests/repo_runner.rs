@@ -394,15 +394,16 @@ fn network_id_from_the_environment_or_docker_host() {
 
 /// The whole path with a real repo daemon (network 2816 from `scripts/test-env.sh`): `up` runs
 /// `renet compose` inside the function, the service answers on its IP, `down` removes it.
-/// Skipped when the daemon is not running. A hand-written slot and a free port keep it clear of
+/// The test environment must be up (`scripts/test.sh` starts it). A hand-written slot and a free port keep it clear of
 /// other tests on the same daemon.
 #[test]
 fn up_and_down_with_a_real_daemon() {
     let socket = Path::new("/var/run/rediacc/docker-2816.sock");
-    if !renet::daemons::ping(socket) {
-        eprintln!("skipped: no repo daemon on {}", socket.display());
-        return;
-    }
+    assert!(
+        renet::daemons::ping(socket),
+        "no repo daemon on {}: run `bash scripts/test-env.sh up` first",
+        socket.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let project = format!("opse2e{}", std::process::id());
     let root = tmp.path().join("e2erepo");
