@@ -286,10 +286,7 @@ const SERVER_HEALTH_CHECK: &[F] = &[
     f("headers", StrMap),
 ];
 
-const PASSIVE_HEALTH_CHECK: &[F] = &[
-    f("failureWindow", Duration),
-    f("maxFailedAttempts", Int),
-];
+const PASSIVE_HEALTH_CHECK: &[F] = &[f("failureWindow", Duration), f("maxFailedAttempts", Int)];
 
 const RESPONSE_FORWARDING: &[F] = &[f("flushInterval", Duration)];
 
@@ -623,11 +620,7 @@ const TCP_ROUTER: &[F] = &[
     e("tls", Struct(TCP_ROUTER_TLS)),
 ];
 
-const TCP_SERVER: &[F] = &[
-    f("address", Ignored),
-    label_only("port"),
-    f("tls", Bool),
-];
+const TCP_SERVER: &[F] = &[f("address", Ignored), label_only("port"), f("tls", Bool)];
 
 const TCP_HEALTH_CHECK: &[F] = &[
     f("port", Int),
@@ -793,39 +786,32 @@ pub fn decode(labels: &BTreeMap<String, String>) -> Result<LabelConfig, LabelErr
         return Ok(config);
     };
     for proto in &root.children {
-        let (section, router, service, middleware): (
-            &mut Section,
-            &[F],
-            &[F],
-            Option<&[F]>,
-        ) = match proto.name.to_ascii_lowercase().as_str() {
-            "http" => (
-                &mut config.http,
-                HTTP_ROUTER,
-                HTTP_SERVICE,
-                Some(HTTP_MIDDLEWARE),
-            ),
-            "tcp" => (
-                &mut config.tcp,
-                TCP_ROUTER,
-                TCP_SERVICE,
-                Some(TCP_MIDDLEWARE),
-            ),
-            "udp" => (&mut config.udp, UDP_ROUTER, UDP_SERVICE, None),
-            "tls" => {
-                return Err(err(
-                    &proto.key,
-                    "TLS stores are server-wide (the default certificate of every site); a \
+        let (section, router, service, middleware): (&mut Section, &[F], &[F], Option<&[F]>) =
+            match proto.name.to_ascii_lowercase().as_str() {
+                "http" => (
+                    &mut config.http,
+                    HTTP_ROUTER,
+                    HTTP_SERVICE,
+                    Some(HTTP_MIDDLEWARE),
+                ),
+                "tcp" => (
+                    &mut config.tcp,
+                    TCP_ROUTER,
+                    TCP_SERVICE,
+                    Some(TCP_MIDDLEWARE),
+                ),
+                "udp" => (&mut config.udp, UDP_ROUTER, UDP_SERVICE, None),
+                "tls" => {
+                    return Err(err(
+                        &proto.key,
+                        "TLS stores are server-wide (the default certificate of every site); a \
                      repository cannot set them through labels",
-                ));
-            }
-            _ => {
-                return Err(err(
-                    &proto.key,
-                    format!("unknown field `{}`", proto.name),
-                ));
-            }
-        };
+                    ));
+                }
+                _ => {
+                    return Err(err(&proto.key, format!("unknown field `{}`", proto.name)));
+                }
+            };
         if proto.children.is_empty() {
             return Err(err(
                 &proto.key,
@@ -996,13 +982,17 @@ fn decode_field(node: &Node, field: &F) -> Result<Option<Value>, LabelError> {
                 if !c.children.is_empty() {
                     return Err(err(
                         &c.children[0].key,
-                        format!("entry `{}` of `{}` cannot have sub-fields", c.name, node.name),
+                        format!(
+                            "entry `{}` of `{}` cannot have sub-fields",
+                            c.name, node.name
+                        ),
                     ));
                 }
                 let v = if matches!(field.kind, IntMap) {
-                    Value::Int(parse_int(&c.value).ok_or_else(|| {
-                        err(&c.key, format!("invalid integer `{}`", c.value))
-                    })?)
+                    Value::Int(
+                        parse_int(&c.value)
+                            .ok_or_else(|| err(&c.key, format!("invalid integer `{}`", c.value)))?,
+                    )
                 } else {
                     Value::Str(c.value.clone())
                 };
@@ -1036,7 +1026,10 @@ fn decode_field(node: &Node, field: &F) -> Result<Option<Value>, LabelError> {
         }
         ServerAsStruct(schema) => {
             if node.children.is_empty() {
-                return Err(err(&node.key, "invalid server: it needs a field (e.g. `port`)"));
+                return Err(err(
+                    &node.key,
+                    "invalid server: it needs a field (e.g. `port`)",
+                ));
             }
             Ok(Some(Value::List(vec![decode_struct(node, schema)?])))
         }
@@ -1237,19 +1230,31 @@ mod tests {
                 "traefik.http.middlewares.m9.plugin.pluginconf0.name0",
                 "foobar",
             ),
-            ("traefik.http.middlewares.m10.ratelimit.redis.dialtimeout", "42s"),
-            ("traefik.http.routers.r.observability.traceverbosity", "minimal"),
+            (
+                "traefik.http.middlewares.m10.ratelimit.redis.dialtimeout",
+                "42s",
+            ),
+            (
+                "traefik.http.routers.r.observability.traceverbosity",
+                "minimal",
+            ),
             ("traefik.http.routers.r.tls.domains[0].sans", "a, b"),
             ("traefik.http.routers.r.tls.domains[1].main", "c"),
             (
                 "traefik.http.services.s.loadbalancer.healthcheck.headers.name0",
                 "x",
             ),
-            ("traefik.http.services.s.loadbalancer.sticky.cookie.samesite", "lax"),
+            (
+                "traefik.http.services.s.loadbalancer.sticky.cookie.samesite",
+                "lax",
+            ),
             ("traefik.http.services.s.loadbalancer.server.weight", "42"),
             ("traefik.tcp.middlewares.t.inflightconn.amount", "42"),
             ("traefik.tcp.routers.tr.tls.passthrough", "true"),
-            ("traefik.tcp.services.ts.loadbalancer.proxyprotocol.version", "2"),
+            (
+                "traefik.tcp.services.ts.loadbalancer.proxyprotocol.version",
+                "2",
+            ),
             ("traefik.tcp.services.ts.loadbalancer.server.tls", "true"),
             ("traefik.udp.routers.ur.entrypoints", "udp-53"),
             ("traefik.udp.services.us.loadbalancer.server.port", "53"),
@@ -1272,14 +1277,23 @@ mod tests {
             cfg.http.middlewares["m3"].get("compress"),
             Some(&Value::empty_map())
         );
-        assert!(cfg.tcp.routers["tr"].get("tls").unwrap().get("passthrough") == Some(&Value::Bool(true)));
-        assert_eq!(cfg.udp.routers["ur"].get_list("entryPoints"), vec!["udp-53"]);
+        assert!(
+            cfg.tcp.routers["tr"].get("tls").unwrap().get("passthrough")
+                == Some(&Value::Bool(true))
+        );
+        assert_eq!(
+            cfg.udp.routers["ur"].get_list("entryPoints"),
+            vec!["udp-53"]
+        );
     }
 
     #[test]
     fn errors_name_the_label() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("traefik.http.routers.r.rul", "x")], "traefik.http.routers.r.rul"),
+            (
+                &[("traefik.http.routers.r.rul", "x")],
+                "traefik.http.routers.r.rul",
+            ),
             (
                 &[("traefik.http.routers.r.priority", "high")],
                 "traefik.http.routers.r.priority",
@@ -1297,9 +1311,15 @@ mod tests {
                 "traefik.http.routers.r.rule",
             ),
             (&[("traefik.http..r", "x")], "traefik.http..r"),
-            (&[("Traefik.http.routers.r.rule", "x")], "Traefik.http.routers.r.rule"),
             (
-                &[("traefik.tls.stores.default.defaultgeneratedcert.resolver", "le")],
+                &[("Traefik.http.routers.r.rule", "x")],
+                "Traefik.http.routers.r.rule",
+            ),
+            (
+                &[(
+                    "traefik.tls.stores.default.defaultgeneratedcert.resolver",
+                    "le",
+                )],
                 "traefik.tls",
             ),
             (
