@@ -478,18 +478,8 @@ fn traefik_defaults(
                 ));
                 continue;
             }
-            if router.get_str("service").unwrap_or("").is_empty() {
-                if services.len() > 1 {
-                    dropped.push((
-                        rname.clone(),
-                        format!(
-                            "no service given and the container has several ({}): it cannot be linked automatically",
-                            services.join(", ")
-                        ),
-                    ));
-                    continue;
-                }
-                router.set("service", Value::Str(services[0].clone()));
+            if let Err(reason) = link_default_service(router, &services) {
+                dropped.push((rname.clone(), reason));
             }
         }
         for (rname, reason) in dropped {
@@ -565,18 +555,8 @@ fn traefik_defaults(
         if router.get_str("rule").unwrap_or("").is_empty() {
             router.set("rule", Value::Str(format!("Host(`{name}`)")));
         }
-        if router.get_str("service").unwrap_or("").is_empty() {
-            if services.len() > 1 {
-                dropped.push((
-                    rname.clone(),
-                    format!(
-                        "no service given and the container has several ({}): it cannot be linked automatically",
-                        services.join(", ")
-                    ),
-                ));
-                continue;
-            }
-            router.set("service", Value::Str(services[0].clone()));
+        if let Err(reason) = link_default_service(router, &services) {
+            dropped.push((rname.clone(), reason));
         }
     }
     for (rname, reason) in dropped {
@@ -1212,5 +1192,23 @@ fn add_object(
                 to_delete.insert(key);
             }
         }
+    }
+}
+
+/// Traefik links a router without `service` to the container's only service; with several it
+/// cannot choose, and the router is dropped.
+fn link_default_service(router: &mut Value, services: &[String]) -> Result<(), String> {
+    if !router.get_str("service").unwrap_or("").is_empty() {
+        return Ok(());
+    }
+    match services {
+        [only] => {
+            router.set("service", Value::Str(only.clone()));
+            Ok(())
+        }
+        _ => Err(format!(
+            "no service given and the container has several ({}): it cannot be linked automatically",
+            services.join(", ")
+        )),
     }
 }
