@@ -29,7 +29,10 @@ pub enum AddressError {
 
 impl NetworkId {
     pub fn new(n: u32) -> Result<Self, AddressError> {
-        if n < FIRST_NETWORK_ID || (n - FIRST_NETWORK_ID) % BLOCK_SIZE != 0 || n > LAST_NETWORK_ID {
+        if n < FIRST_NETWORK_ID
+            || !(n - FIRST_NETWORK_ID).is_multiple_of(BLOCK_SIZE)
+            || n > LAST_NETWORK_ID
+        {
             return Err(AddressError::InvalidNetworkId(n.to_string()));
         }
         Ok(NetworkId(n))
