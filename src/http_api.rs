@@ -184,6 +184,8 @@ pub fn ports_value(table: &PortTable) -> Value {
             "network_id": a.network_id,
             "service": a.service,
             "target": a.target,
+            // The published port asked for; null when the service left it to the range.
+            "preferred": (a.preferred != 0).then_some(a.preferred),
         });
         if a.protocol == "udp" {
             udp.push(v);
@@ -255,6 +257,7 @@ mod tests {
             network_id: 2816,
             service: "s".into(),
             target: 1,
+            preferred: 0,
         };
         let t = PortTable {
             allocations: vec![alloc("tcp", 10001), alloc("udp", 53), alloc("tcp", 5432)],

@@ -460,6 +460,7 @@ mod tests {
                 network_id: 2816,
                 service: "db".into(),
                 target: 5432,
+                preferred: 0,
             }],
         };
         save_ports(&path, &table).unwrap();
