@@ -305,6 +305,11 @@ impl RouteServer {
     }
 
     pub fn start_on(sandbox: &Sandbox, port: u16, extra: &[&str]) -> RouteServer {
+        Self::start_logged(sandbox, port, extra, "info")
+    }
+
+    /// Like [`RouteServer::start_on`], with `RENET_LOG` set to `filter`.
+    pub fn start_logged(sandbox: &Sandbox, port: u16, extra: &[&str], filter: &str) -> RouteServer {
         let log = sandbox
             .scratch
             .path()
@@ -320,7 +325,7 @@ impl RouteServer {
             .arg("--state-dir")
             .arg(sandbox.state.path())
             .args(extra)
-            .env("RENET_LOG", "info")
+            .env("RENET_LOG", filter)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
