@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use crate::discovery::{self, Discovery};
 use crate::http_api::{self, AppState, Published};
 use crate::port_allocation::PortTable;
-use crate::routes::{self, RouteSettings};
+use crate::routes::{self, Container, RouteSettings};
 use crate::settings::Settings;
 
 /// Longest wait at startup for the first listing of every daemon before serving anyway.
@@ -237,12 +237,13 @@ pub async fn serve(
         );
     }
     let first = build_snapshot(&discovery, &config.routes, &ports).await?;
+    let container_count = first.1.len();
     let state = AppState::new(Published::new(first.0, 0), discovery.clone());
     persist_if_changed(&state, &ports_path, &ports, &state.current().snapshot.ports).await;
     tracing::info!(
         "serving on http://{} ({} containers from {} daemons in {:?}; sockets in {}, state in {})",
         config.listen,
-        first.1,
+        container_count,
         discovery.daemons().len(),
         started.elapsed(),
         config.socket_dir.display(),
@@ -251,6 +252,7 @@ pub async fn serve(
 
     let builder = tokio::spawn(builder_loop(
         state.clone(),
+        first.1,
         config.routes.clone(),
         ports_path,
     ));
@@ -265,26 +267,32 @@ pub async fn serve(
 }
 
 /// Builds a snapshot from the current container set, off the async worker threads.
-/// Returns the snapshot and the number of containers it was built from.
+/// Returns the snapshot and the containers it was built from.
 async fn build_snapshot(
     discovery: &Discovery,
     settings: &RouteSettings,
     ports: &PortTable,
-) -> Result<(routes::Snapshot, usize)> {
+) -> Result<(routes::Snapshot, Vec<Container>)> {
     let containers = discovery.containers();
     let (settings, ports) = (settings.clone(), ports.clone());
     tokio::task::spawn_blocking(move || {
-        let n = containers.len();
-        (routes::build(&containers, &settings, &ports), n)
+        let snapshot = routes::build(&containers, &settings, &ports);
+        (snapshot, containers)
     })
     .await
     .context("route building panicked")
 }
 
-/// Rebuilds on every change of the container set and publishes the result.
-async fn builder_loop(state: Arc<AppState>, settings: RouteSettings, ports_path: PathBuf) {
+/// Rebuilds on every change of the container set and publishes the result. `last_containers`
+/// is what the published snapshot was built from, so a change that raced the first build is
+/// not skipped.
+async fn builder_loop(
+    state: Arc<AppState>,
+    mut last_containers: Vec<Container>,
+    settings: RouteSettings,
+    ports_path: PathBuf,
+) {
     let discovery = state.discovery.clone();
-    let mut last_containers = discovery.containers();
     let mut generation = 0u64;
     loop {
         discovery.changed().await;
@@ -295,14 +303,28 @@ async fn builder_loop(state: Arc<AppState>, settings: RouteSettings, ports_path:
         let started = Instant::now();
         let previous = state.current();
         let (ports, s) = (previous.snapshot.ports.clone(), settings.clone());
-        let input = containers.clone();
-        let built = tokio::task::spawn_blocking(move || routes::build(&input, &s, &ports)).await;
-        let snapshot = match built {
-            Ok(s) => s,
+        let next_generation = generation + 1;
+        // Building and rendering (YAML, sorted JSON) both run on the blocking pool: at
+        // thousands of containers they take tens of milliseconds, which must not stall the
+        // async workers that answer HTTP requests.
+        let built = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let snapshot = routes::build(&containers, &s, &ports);
+            let build_time = t.elapsed();
+            (
+                Published::new(snapshot, next_generation),
+                build_time,
+                containers,
+            )
+        })
+        .await;
+        let (published, build_time, containers) = match built {
+            Ok(b) => b,
             Err(e) => {
-                // A bug in route building must not stop the server; keep serving the last one.
+                // A bug in route building must not stop the server; keep serving the last one
+                // until the container set changes again.
                 tracing::error!("route building panicked: {e}; keeping the previous snapshot");
-                last_containers = containers;
+                last_containers = discovery.containers();
                 continue;
             }
         };
@@ -310,16 +332,17 @@ async fn builder_loop(state: Arc<AppState>, settings: RouteSettings, ports_path:
             &state,
             &ports_path,
             &previous.snapshot.ports,
-            &snapshot.ports,
+            &published.snapshot.ports,
         )
         .await;
-        generation += 1;
-        let changed_yaml = snapshot.routes_yaml != previous.snapshot.routes_yaml;
-        state.publish(Published::new(snapshot, generation));
+        generation = next_generation;
+        let changed_yaml = published.routes_yaml != previous.routes_yaml;
+        state.publish(published);
         tracing::debug!(
-            "snapshot {generation}: {} containers, built in {:?}{}",
+            "snapshot {generation}: {} containers, built in {:?} (routes::build {:?}){}",
             containers.len(),
             started.elapsed(),
+            build_time,
             if changed_yaml { ", routes changed" } else { "" }
         );
         last_containers = containers;
