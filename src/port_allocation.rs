@@ -287,3 +287,36 @@ pub fn parse_port_list(value: &str) -> Result<Vec<PortSpec>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists() {
+        let spec = |published, target| PortSpec { published, target };
+        let ok: &[(&str, &[PortSpec])] = &[
+            ("5432", &[spec(5432, 5432)]),
+            ("8080:80", &[spec(8080, 80)]),
+            ("0:80", &[spec(0, 80)]),
+            (" 25 , 993:1993 ", &[spec(25, 25), spec(993, 1993)]),
+        ];
+        for (input, want) in ok {
+            assert_eq!(parse_port_list(input).unwrap(), *want, "{input}");
+        }
+        let bad = [
+            ("", "empty entry"),
+            ("80,", "empty entry"),
+            ("0", "`0` is not a port"),
+            ("80:0", "`0` is not a port"),
+            ("70000", "`70000`"),
+            ("http", "`http`"),
+            ("+80", "`+80`"),
+            ("53/udp", "`53/udp`"),
+        ];
+        for (input, want) in bad {
+            let e = parse_port_list(input).unwrap_err();
+            assert!(e.contains(want), "{input}: {e}");
+        }
+    }
+}
