@@ -194,7 +194,10 @@ fn discovery_latency(with_wrk: bool) {
     stats("docker kill returned → route gone", removal);
     if with_wrk {
         d.docker_ok(&["start", "lat"]);
-        assert!(spin_until(Duration::from_secs(10), has_route), "route never appeared");
+        assert!(
+            spin_until(Duration::from_secs(10), has_route),
+            "route never appeared"
+        );
         let body = rs.get("/routes.yaml").unwrap();
         println!("## (c) wrk, small snapshot (1 route, {} bytes)", body.len());
         wrk("GET /routes.yaml", &rs.url("/routes.yaml"));
