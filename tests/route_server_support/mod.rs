@@ -155,6 +155,19 @@ impl Daemon {
     pub fn down(&mut self) {
         self.daemon_cmd("stop");
         self.running = false;
+        self.release_netns();
+    }
+
+    /// dockerd leaves its `netns/default` bind mount in the exec-root when it stops, which
+    /// would keep the temporary socket folder from being removed.
+    fn release_netns(&self) {
+        let ns = self
+            .socket_dir
+            .join(format!("exec-{}", self.network_id))
+            .join("netns/default");
+        if ns.exists() {
+            let _ = Command::new("umount").arg("--lazy").arg(&ns).output();
+        }
     }
 
     fn daemon_cmd(&self, what: &str) {
@@ -272,6 +285,7 @@ impl Drop for Daemon {
                 .arg(&self.data_dir)
                 .output();
         }
+        self.release_netns();
     }
 }
 
