@@ -142,9 +142,23 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
-    // A stale socket from a crashed daemon would make dockerd refuse to start.
+    // A stale socket or pidfile from a daemon that was killed (machine restart, session end)
+    // would make dockerd refuse to start. A pidfile naming a live dockerd that does not answer
+    // is a real problem, reported rather than overridden.
     if paths.socket.exists() {
         let _ = std::fs::remove_file(&paths.socket);
+    }
+    if let Some(pid) = read_pid(&paths.pidfile) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if alive(pid) && comm.trim() == "dockerd" {
+            bail!(
+                "dockerd for network {id} is running (pid {pid}, {}) but does not answer on {};                  stop it with `renet daemon stop --network-id {id}` or see {}",
+                paths.pidfile.display(),
+                paths.socket.display(),
+                paths.log.display()
+            );
+        }
+        let _ = std::fs::remove_file(&paths.pidfile);
     }
     let log = std::fs::OpenOptions::new()
         .create(true)
