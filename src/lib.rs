@@ -7,6 +7,7 @@
 
 // --- repositories and `renet compose` ---
 pub mod addresses;
+pub mod atomic_file;
 pub mod compose_command;
 pub mod compose_files;
 pub mod compose_invoke;

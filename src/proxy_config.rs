@@ -11,9 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -681,33 +680,16 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("{}: cannot make absolute", p.display()))
 }
 
-/// Writes a file atomically (temp file in the same folder, fsync, rename), creating its folder.
-/// With a mode, the temp file is created with it, so the content is never readable by others.
+/// Writes a file atomically (`atomic_file`), creating its folder. With a mode (the token's env
+/// file), the content is never readable by others, not even for an instant.
 fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        opts.mode(mode.unwrap_or(0o644));
-        let mut f = opts.open(&tmp)?;
-        if let Some(m) = mode {
-            f.set_permissions(std::fs::Permissions::from_mode(m))?;
-        }
-        f.write_all(body)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
+    crate::atomic_file::write(path, body, mode)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 #[cfg(test)]

@@ -389,27 +389,13 @@ pub fn load_ports(path: &Path) -> Result<PortTable> {
     }
 }
 
-/// Writes the port table atomically: a temp file in the same folder, fsync, rename, fsync of
-/// the folder. A crash at any point leaves the old or the new table, never a torn one.
+/// Writes the port table atomically (`atomic_file`): a crash at any point leaves the old or
+/// the new table, never a torn one.
 pub fn save_ports(path: &Path, table: &PortTable) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .with_context(|| format!("{}: no parent folder", path.display()))?;
     let mut bytes = serde_json::to_vec_pretty(table)?;
     bytes.push(b'\n');
-    let tmp = dir.join(format!(".{PORTS_FILE}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("{}: cannot save port allocations", path.display()))
-    })
+    crate::atomic_file::write(path, &bytes, None)
+        .with_context(|| format!("{}: cannot save port allocations", path.display()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -188,24 +187,12 @@ fn parse(path: &Path, doc: &Value) -> Result<(SlotTable, Vec<String>)> {
     Ok((slots, missing))
 }
 
-/// Temp file in the same folder, fsync, rename, fsync the folder.
+/// Pretty JSON with a final newline, replaced atomically (`atomic_file`).
 fn write_atomically(path: &Path, doc: &Value) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
     let mut text = serde_json::to_string_pretty(doc).expect("JSON values serialize");
     text.push('\n');
-    let tmp = dir.join(format!(".rediacc.json.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
+    crate::atomic_file::write(path, text.as_bytes(), None)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 #[cfg(test)]
