@@ -114,6 +114,32 @@ pub fn network_id_from_socket(s: &str) -> Option<NetworkId> {
     digits.parse().ok()
 }
 
+/// What every command says when it finds no network ID.
+pub const MISSING_NETWORK_ID: &str = "no network ID: give `--network-id N`, set REDIACC_NETWORK_ID=N, or set \
+     DOCKER_HOST=unix:///var/run/rediacc/docker-<N>.sock (N is 2816, 2880, 2944, …)";
+
+/// A repo's network ID as every command finds it: the flag, else `REDIACC_NETWORK_ID`, else the
+/// `N` of a `DOCKER_HOST` naming `docker-<N>.sock`; `None` when none of them gives one. The
+/// environment values are arguments, so the order is tested without touching the process
+/// environment.
+pub fn resolve_network_id(
+    flag: Option<NetworkId>,
+    env_id: Option<&str>,
+    docker_host: Option<&str>,
+) -> anyhow::Result<Option<NetworkId>> {
+    use anyhow::Context;
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    if let Some(v) = env_id.filter(|v| !v.is_empty()) {
+        let id = v
+            .parse()
+            .with_context(|| format!("REDIACC_NETWORK_ID=`{v}` in the environment"))?;
+        return Ok(Some(id));
+    }
+    Ok(docker_host.and_then(network_id_from_socket))
+}
+
 /// The environment variable that carries a service's IP: upper case, every character outside
 /// `[A-Z0-9_]` turned into `_`, then `_IP` (`listmonk-app` → `LISTMONK_APP_IP`).
 pub fn service_ip_var(service: &str) -> String {
@@ -222,6 +248,31 @@ mod tests {
         assert_eq!(network_id_from_socket("docker-2817.sock"), None);
         assert_eq!(network_id_from_socket("/var/run/docker.sock"), None);
         assert_eq!(network_id_from_socket("docker-.sock"), None);
+    }
+
+    #[test]
+    fn network_id_resolution_order() {
+        assert_eq!(
+            resolve_network_id(Some(id(2816)), Some("2880"), None).unwrap(),
+            Some(id(2816))
+        );
+        let both = resolve_network_id(None, Some("2880"), Some("unix:///x/docker-2944.sock"));
+        assert_eq!(both.unwrap(), Some(id(2880)));
+        let host = resolve_network_id(
+            None,
+            Some(""),
+            Some("unix:///var/run/rediacc/docker-2944.sock"),
+        );
+        assert_eq!(host.unwrap(), Some(id(2944)));
+        let err = resolve_network_id(None, Some("123"), None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("REDIACC_NETWORK_ID=`123`"),
+            "{err:#}"
+        );
+        assert_eq!(
+            resolve_network_id(None, None, Some("unix:///var/run/docker.sock")).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::addresses::{NetworkId, network_id_from_socket, service_ip_vars, socket_file_name};
+use crate::addresses::{
+    MISSING_NETWORK_ID, NetworkId, network_id_from_socket, resolve_network_id, service_ip_vars,
+    socket_file_name,
+};
 use crate::compose_files::{self, ComposeArgs as ComposeCliArgs};
 use crate::compose_invoke;
 use crate::compose_model::Project;
@@ -23,7 +26,7 @@ use crate::vetting;
 pub struct ComposeArgs {
     /// The repo's network ID (else REDIACC_NETWORK_ID, else DOCKER_HOST=unix://…/docker-<N>.sock).
     #[arg(long)]
-    pub network_id: Option<String>,
+    pub network_id: Option<NetworkId>,
     /// The repo root holding `.rediacc.json` (else REDIACC_WORKING_DIR, else the nearest
     /// folder upwards with `.rediacc.json` or a Rediaccfile, else the current folder).
     #[arg(long)]
@@ -48,7 +51,7 @@ pub struct ComposeArgs {
 pub struct IpsArgs {
     /// The repo's network ID (else REDIACC_NETWORK_ID / DOCKER_HOST); without one only slots are shown.
     #[arg(long)]
-    pub network_id: Option<String>,
+    pub network_id: Option<NetworkId>,
     /// The repo root (resolved as for `renet compose`).
     #[arg(long)]
     pub repo_root: Option<PathBuf>,
@@ -57,22 +60,13 @@ pub struct IpsArgs {
     pub json: bool,
 }
 
-/// Where the network ID came from, for error messages.
-pub fn resolve_network_id(flag: Option<&str>) -> Result<Option<NetworkId>> {
-    if let Some(f) = flag {
-        return Ok(Some(f.parse().with_context(|| "--network-id".to_string())?));
-    }
-    if let Ok(v) = std::env::var("REDIACC_NETWORK_ID")
-        && !v.is_empty()
-    {
-        return Ok(Some(v.parse().context("REDIACC_NETWORK_ID")?));
-    }
-    if let Ok(h) = std::env::var("DOCKER_HOST")
-        && let Some(id) = network_id_from_socket(&h)
-    {
-        return Ok(Some(id));
-    }
-    Ok(None)
+/// The network ID from the flag or the process environment (`addresses::resolve_network_id`).
+fn network_id_from_env(flag: Option<NetworkId>) -> Result<Option<NetworkId>> {
+    resolve_network_id(
+        flag,
+        std::env::var("REDIACC_NETWORK_ID").ok().as_deref(),
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+    )
 }
 
 /// Repo root: flag, `REDIACC_WORKING_DIR`, nearest folder with `.rediacc.json` or a
@@ -99,10 +93,7 @@ pub fn resolve_repo_root(flag: Option<&Path>, cwd: &Path) -> PathBuf {
 
 pub fn run(args: ComposeArgs) -> Result<u8> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
-    let network = resolve_network_id(args.network_id.as_deref())?.context(
-        "no network ID: give --network-id N, or set REDIACC_NETWORK_ID=N, or \
-         DOCKER_HOST=unix:///var/run/rediacc/docker-<N>.sock (N = 2816, 2880, …)",
-    )?;
+    let network = network_id_from_env(args.network_id)?.context(MISSING_NETWORK_ID)?;
     let socket = args.socket_dir.join(socket_file_name(network));
     let docker_host = format!("unix://{}", socket.display());
     if let Ok(h) = std::env::var("DOCKER_HOST") {
@@ -322,7 +313,7 @@ fn write_override(path: &Path, text: &str) -> Result<()> {
 
 pub fn run_ips(args: IpsArgs) -> Result<u8> {
     let cwd = std::env::current_dir()?;
-    let network = resolve_network_id(args.network_id.as_deref())?;
+    let network = network_id_from_env(args.network_id)?;
     let root = resolve_repo_root(args.repo_root.as_deref(), &cwd);
     let table = slots::read(&root)?;
     let vars = service_ip_vars(table.keys().map(String::as_str)).map_err(|e| anyhow::anyhow!(e))?;

@@ -18,7 +18,9 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::addresses::{NetworkId, network_id_from_socket, service_ip_vars, socket_file_name};
+use crate::addresses::{
+    MISSING_NETWORK_ID, NetworkId, resolve_network_id, service_ip_vars, socket_file_name,
+};
 use crate::settings::DEFAULT_SOCKET_DIR;
 
 /// The two accepted spellings, checked in this order.
@@ -56,9 +58,10 @@ pub fn run(cmd: RepoCommand) -> Result<u8> {
     };
     let network_id = resolve_network_id(
         args.network_id,
-        std::env::var_os("REDIACC_NETWORK_ID"),
-        std::env::var_os("DOCKER_HOST"),
-    )?;
+        std::env::var("REDIACC_NETWORK_ID").ok().as_deref(),
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+    )?
+    .context(MISSING_NETWORK_ID)?;
     let report = run_repo(phase, &args.dir, network_id, &args.socket_dir)?;
     eprint!("{report}");
     Ok(if report.failed() { 1 } else { 0 })
@@ -80,34 +83,6 @@ impl fmt::Display for Action {
             Action::Info => "info",
         })
     }
-}
-
-/// The network ID: the flag, else `REDIACC_NETWORK_ID`, else the `N` of a `DOCKER_HOST`
-/// naming `docker-<N>.sock`. Taken as arguments so it can be tested without touching the
-/// process environment.
-pub fn resolve_network_id(
-    flag: Option<NetworkId>,
-    env_id: Option<OsString>,
-    docker_host: Option<OsString>,
-) -> Result<NetworkId> {
-    if let Some(id) = flag {
-        return Ok(id);
-    }
-    if let Some(v) = env_id.filter(|v| !v.is_empty()) {
-        let s = v.to_string_lossy();
-        return s
-            .parse()
-            .with_context(|| format!("REDIACC_NETWORK_ID=`{s}` in the environment"));
-    }
-    if let Some(host) = docker_host
-        && let Some(id) = network_id_from_socket(&host.to_string_lossy())
-    {
-        return Ok(id);
-    }
-    bail!(
-        "no network ID: give `--network-id N`, set REDIACC_NETWORK_ID, or set \
-         DOCKER_HOST=unix:///var/run/rediacc/docker-<N>.sock (N is 2816, 2880, 2944, …)"
-    )
 }
 
 /// One Rediaccfile of a repo.
@@ -548,35 +523,5 @@ impl StatusFile {
 impl Drop for StatusFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(n: u32) -> NetworkId {
-        NetworkId::new(n).unwrap()
-    }
-
-    #[test]
-    fn network_id_resolution_order() {
-        let s = |v: &str| Some(OsString::from(v));
-        assert_eq!(
-            resolve_network_id(Some(id(2816)), s("2880"), None).unwrap(),
-            id(2816)
-        );
-        assert_eq!(
-            resolve_network_id(None, s("2880"), s("unix:///x/docker-2944.sock")).unwrap(),
-            id(2880)
-        );
-        assert_eq!(
-            resolve_network_id(None, None, s("unix:///var/run/rediacc/docker-2944.sock")).unwrap(),
-            id(2944)
-        );
-        let err = resolve_network_id(None, s("123"), None).unwrap_err();
-        assert!(format!("{err:#}").contains("REDIACC_NETWORK_ID=`123`"));
-        let err = resolve_network_id(None, None, s("unix:///var/run/docker.sock")).unwrap_err();
-        assert!(format!("{err:#}").contains("--network-id"));
     }
 }
