@@ -25,7 +25,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use renet::addresses::NetworkId;
-use renet::routes::{Container, Health, RouteSettings};
+use renet::routing::build::{Container, Health, RouteSettings};
 use route_server_support::*;
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -358,17 +358,17 @@ fn scale(with_wrk: bool) {
             })
         })
         .collect();
-    let mut settings = renet::settings::Settings {
+    let mut settings = renet::host::settings::Settings {
         base_domain: Some("bench.example".into()),
         ..Default::default()
     };
     settings.entrypoints = vec!["websecure".into()];
     let rsettings = RouteSettings::from_settings(&settings);
     let mut builds = Vec::new();
-    let mut ports = renet::port_allocation::PortTable::default();
+    let mut ports = renet::routing::port_allocation::PortTable::default();
     for _ in 0..10 {
         let t = Instant::now();
-        let snap = renet::routes::build(&containers, &rsettings, &ports);
+        let snap = renet::routing::build::build(&containers, &rsettings, &ports);
         builds.push(t.elapsed());
         ports = snap.ports;
     }
@@ -406,7 +406,7 @@ fn scale(with_wrk: bool) {
             "--entrypoints",
             "websecure",
         ],
-        "warn,renet::route_server=debug",
+        "warn,renet::routing::server=debug",
     );
     let addr = format!("127.0.0.1:{}", rs.port);
     let routers = || -> u64 {

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use renet::{compose_command, daemons, proxy_config, rediaccfile, route_server};
+use renet::compose::command as compose_command;
+use renet::host::{daemons, proxy_config, rediaccfile};
+use renet::routing::server as route_server;
 
 #[derive(Parser)]
 #[command(

@@ -400,7 +400,7 @@ fn network_id_from_the_environment_or_docker_host() {
 fn up_and_down_with_a_real_daemon() {
     let socket = Path::new("/var/run/rediacc/docker-2816.sock");
     assert!(
-        renet::daemons::ping(socket),
+        renet::host::daemons::ping(socket),
         "no repo daemon on {}: run `bash scripts/test-env.sh up` first",
         socket.display()
     );

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use renet::addresses::NetworkId;
-use renet::port_allocation::{PortAllocation, PortTable};
-use renet::routes::{Container, Health, RouteSettings, Snapshot, build};
+use renet::routing::build::{Container, Health, RouteSettings, Snapshot, build};
+use renet::routing::port_allocation::{PortAllocation, PortTable};
 use serde_yaml::Value as Y;
 
 fn nid(n: u32) -> NetworkId {
@@ -40,7 +40,7 @@ fn container(n: u32, service: &str, slot: u32, extra: &[(&str, &str)]) -> Contai
 }
 
 fn settings() -> RouteSettings {
-    let s = renet::settings::Settings {
+    let s = renet::host::settings::Settings {
         base_domain: Some("example.com".into()),
         public_ipv6: Some("2001:db8::1".into()),
         tcp_ports: vec![25, 993],

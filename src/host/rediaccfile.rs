@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use crate::addresses::{
     MISSING_NETWORK_ID, NetworkId, resolve_network_id, service_ip_vars, socket_file_name,
 };
-use crate::settings::DEFAULT_SOCKET_DIR;
+use crate::host::settings::DEFAULT_SOCKET_DIR;
 
 /// The two accepted spellings, checked in this order.
 pub const FILE_NAMES: [&str; 2] = ["Rediaccfile", "rediaccfile"];
@@ -260,10 +260,10 @@ pub fn run_repo(
     let slots = match action {
         Action::Up => {
             let names = repo_service_names(&files)?;
-            crate::slots::allocate(&root, &names)?.slots
+            crate::compose::slots::allocate(&root, &names)?.slots
         }
         // Reading only: stopping or inspecting a repo must not change its slot table.
-        Action::Down | Action::Info => crate::slots::read(&root)?,
+        Action::Down | Action::Info => crate::compose::slots::read(&root)?,
     };
     let env = environment(&root, network_id, socket_dir, &slots)?;
     if action == Action::Up {
@@ -315,7 +315,7 @@ fn repo_service_names(files: &[Rediaccfile]) -> Result<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
     for rf in files {
-        let here = crate::compose_model::service_names_in_dir(&rf.folder)
+        let here = crate::compose::model::service_names_in_dir(&rf.folder)
             .with_context(|| format!("{}: cannot read the compose files", rf.folder.display()))?;
         let project = if rf.is_root {
             "the root".to_string()
@@ -343,7 +343,7 @@ fn environment(
     root: &Path,
     network_id: NetworkId,
     socket_dir: &Path,
-    slots: &crate::slots::SlotTable,
+    slots: &crate::compose::slots::SlotTable,
 ) -> Result<Vec<(String, OsString)>> {
     let repo_name = root
         .file_name()
@@ -365,8 +365,9 @@ fn environment(
         ("REPOSITORY_NAME".into(), repo_name),
         ("REPOSITORY_NETWORK_ID".into(), id),
     ];
-    let vars = service_ip_vars(slots.keys().map(String::as_str))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", crate::slots::file_path(root).display()))?;
+    let vars = service_ip_vars(slots.keys().map(String::as_str)).map_err(|e| {
+        anyhow::anyhow!("{}: {e}", crate::compose::slots::file_path(root).display())
+    })?;
     for (service, var) in vars {
         let ip = network_id.slot_ip(slots[&service])?;
         env.push((var, ip.to_string().into()));

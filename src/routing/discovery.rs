@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::addresses::{NetworkId, network_id_from_socket};
-use crate::routes::{Container, Health};
+use crate::routing::build::{Container, Health};
 
 /// How often the socket folder is rescanned even without inotify events.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);

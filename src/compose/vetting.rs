@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_yaml::Value;
 
 use crate::addresses::NetworkId;
-use crate::compose_model::{Project, ServiceView};
+use crate::compose::model::{Project, ServiceView};
 
 /// Bind-mount sources that are refused (with everything below them).
 const SYSTEM_PATHS: &[&str] = &[
@@ -330,7 +330,7 @@ fn resolve_symlinks(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose_model::ComposeFile;
+    use crate::compose::model::ComposeFile;
 
     fn project(text: &str) -> Project {
         let f = ComposeFile::parse(Path::new("/repo/compose.yml"), text.to_string()).unwrap();

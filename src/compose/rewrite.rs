@@ -13,8 +13,8 @@ use serde_yaml::value::{Tag, TaggedValue};
 use serde_yaml::{Mapping, Value};
 
 use crate::addresses::NetworkId;
-use crate::compose_model::Project;
-use crate::slots::SlotTable;
+use crate::compose::model::Project;
+use crate::compose::slots::SlotTable;
 
 pub const LABEL_SERVICE_NAME: &str = "rediacc.service_name";
 pub const LABEL_SERVICE_IP: &str = "rediacc.service_ip";
@@ -309,7 +309,7 @@ fn range(s: &str) -> Result<Vec<u16>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose_model::ComposeFile;
+    use crate::compose::model::ComposeFile;
     use std::path::Path;
 
     fn project(text: &str) -> Project {

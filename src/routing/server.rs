@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::discovery::{self, Discovery};
-use crate::http_api::{self, AppState, Published};
-use crate::port_allocation::PortTable;
-use crate::routes::{self, Container, RouteSettings};
-use crate::settings::Settings;
+use crate::host::settings::Settings;
+use crate::routing::build::{self as routes, Container, RouteSettings};
+use crate::routing::discovery::{self, Discovery};
+use crate::routing::http_api::{self, AppState, Published};
+use crate::routing::port_allocation::PortTable;
 
 /// Longest wait at startup for the first listing of every daemon before serving anyway.
 pub const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -401,7 +401,7 @@ pub fn save_ports(path: &Path, table: &PortTable) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::port_allocation::PortAllocation;
+    use crate::routing::port_allocation::PortAllocation;
 
     #[test]
     fn listen_must_be_loopback() {

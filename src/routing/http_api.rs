@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use crate::discovery::Discovery;
-use crate::port_allocation::PortTable;
-use crate::routes::Snapshot;
+use crate::routing::build::Snapshot;
+use crate::routing::discovery::Discovery;
+use crate::routing::port_allocation::PortTable;
 
 /// A snapshot together with its pre-rendered bodies.
 #[derive(Debug, Clone)]
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn ports_are_split_by_protocol_and_sorted() {
-        use crate::port_allocation::PortAllocation;
+        use crate::routing::port_allocation::PortAllocation;
         let alloc = |protocol: &str, port| PortAllocation {
             protocol: protocol.into(),
             port,

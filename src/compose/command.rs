@@ -10,14 +10,14 @@ use crate::addresses::{
     MISSING_NETWORK_ID, NetworkId, network_id_from_socket, resolve_network_id, service_ip_vars,
     socket_file_name,
 };
-use crate::compose_files::{self, ComposeArgs as ComposeCliArgs};
-use crate::compose_invoke;
-use crate::compose_model::Project;
-use crate::compose_rewrite;
-use crate::interpolation::interpolate;
-use crate::settings::DEFAULT_SOCKET_DIR;
-use crate::slots::{self, SlotTable};
-use crate::vetting;
+use crate::compose::files::{self, ComposeArgs as ComposeCliArgs};
+use crate::compose::interpolation::interpolate;
+use crate::compose::invoke;
+use crate::compose::model::Project;
+use crate::compose::rewrite;
+use crate::compose::slots::{self, SlotTable};
+use crate::compose::vetting;
+use crate::host::settings::DEFAULT_SOCKET_DIR;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -121,27 +121,23 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         .as_ref()
         .map(|d| cwd.join(d))
         .unwrap_or_else(|| cwd.clone());
-    let dot_env_cwd: BTreeMap<String, String> =
-        compose_invoke::read_env_file(&env_dir.join(".env"))?
-            .into_iter()
-            .collect();
+    let dot_env_cwd: BTreeMap<String, String> = invoke::read_env_file(&env_dir.join(".env"))?
+        .into_iter()
+        .collect();
     let compose_file = std::env::var("COMPOSE_FILE")
         .ok()
         .or_else(|| dot_env_cwd.get("COMPOSE_FILE").cloned());
     let path_sep = std::env::var("COMPOSE_PATH_SEPARATOR")
         .ok()
         .or_else(|| dot_env_cwd.get("COMPOSE_PATH_SEPARATOR").cloned());
-    let resolved =
-        compose_files::resolve(&cli, &cwd, compose_file.as_deref(), path_sep.as_deref())?;
+    let resolved = files::resolve(&cli, &cwd, compose_file.as_deref(), path_sep.as_deref())?;
     let project = Project::load(&resolved.files)?;
 
     // Interpolation environment as compose builds it: the process environment wins over the
     // env files, and renet's variables win over both.
     let mut env_files_vars: BTreeMap<String, String> = BTreeMap::new();
     if cli.env_files.is_empty() {
-        env_files_vars.extend(compose_invoke::read_env_file(
-            &resolved.project_dir.join(".env"),
-        )?);
+        env_files_vars.extend(invoke::read_env_file(&resolved.project_dir.join(".env"))?);
     } else {
         for f in &cli.env_files {
             let p = cwd.join(f);
@@ -151,7 +147,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
                     p.display()
                 );
             }
-            env_files_vars.extend(compose_invoke::read_env_file(&p)?);
+            env_files_vars.extend(invoke::read_env_file(&p)?);
         }
     }
 
@@ -184,7 +180,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     let vars = ip_vars(network, &allocation.slots)?;
     let lookup = make_lookup(&vars, &env_files_vars);
     let interp = |s: &str| interpolate(s, &lookup).unwrap_or_else(|_| s.to_string());
-    let rewrite = compose_rewrite::rewrite(&project, network, &allocation.slots, &interp)
+    let rewrite = rewrite::rewrite(&project, network, &allocation.slots, &interp)
         .map_err(|e| anyhow::anyhow!(e))?;
     for w in &rewrite.warnings {
         eprintln!("renet: warning: {w}");
@@ -204,10 +200,10 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     compose_args.push(override_path.display().to_string());
     compose_args.extend(cli.rest.iter().cloned());
 
-    let program = compose_invoke::find_compose();
+    let program = invoke::find_compose();
     if args.dry_run {
         let cmdline = match &program {
-            Ok(p) => compose_invoke::command_line(p, &compose_args),
+            Ok(p) => invoke::command_line(p, &compose_args),
             Err(_) => format!("docker compose {}", compose_args.join(" ")),
         };
         println!("# repo root: {}", repo_root.display());
@@ -223,11 +219,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     }
     let program = program?;
     write_override(&override_path, &rewrite.override_yaml)?;
-    Err(compose_invoke::exec_compose(
-        &program,
-        &compose_args,
-        &child_env,
-    ))
+    Err(invoke::exec_compose(&program, &compose_args, &child_env))
 }
 
 /// `<SERVICE>_IP` for every service of the repo.
@@ -268,7 +260,7 @@ fn warn_shared_names(repo_root: &Path, project_dir: &Path, names: &[String]) {
             .map(|e| e.path()),
     );
     for dir in dirs.iter().filter(|d| d.as_path() != project_dir) {
-        let Ok(other) = crate::compose_model::service_names_in_dir(dir) else {
+        let Ok(other) = crate::compose::model::service_names_in_dir(dir) else {
             continue;
         };
         for n in names.iter().filter(|n| other.contains(n)) {

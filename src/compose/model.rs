@@ -231,7 +231,7 @@ impl Project {
 /// Service names of the default compose files of `dir` (for `renet repo up`, which allocates
 /// slots for every compose project of a repo before anything runs). No compose file → none.
 pub fn service_names_in_dir(dir: &Path) -> Result<Vec<String>> {
-    match crate::compose_files::default_compose_files(dir) {
+    match crate::compose::files::default_compose_files(dir) {
         None => Ok(Vec::new()),
         Some(files) => Ok(Project::load(&files)?.service_names),
     }

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::addresses::NetworkId;
-use crate::port_allocation::{self, PortLimits, PortSpec, PortTable, RequestKey};
-use crate::traefik_labels::{self, Section, Value};
+use crate::routing::port_allocation::{self, PortLimits, PortSpec, PortTable, RequestKey};
+use crate::routing::traefik_labels::{self, Section, Value};
 
 /// Health as the daemon reports it; Traefik routes only containers without a healthcheck or
 /// healthy ones.
@@ -52,7 +52,7 @@ pub struct RouteSettings {
 }
 
 impl RouteSettings {
-    pub fn from_settings(s: &crate::settings::Settings) -> Self {
+    pub fn from_settings(s: &crate::host::settings::Settings) -> Self {
         RouteSettings {
             base_domain: s.base_domain.clone().filter(|d| !d.is_empty()),
             host_template: s.host_template.clone(),

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::addresses::{NetworkId, network_id_from_socket, socket_file_name};
-use crate::settings::DEFAULT_SOCKET_DIR;
+use crate::host::settings::DEFAULT_SOCKET_DIR;
 
 /// Where repo daemons keep their images, containers and volumes by default.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/rediacc";

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::settings::Settings;
+use crate::host::settings::Settings;
 
 /// File names inside the output folder.
 pub const STATIC_CONFIG_FILE: &str = "traefik.yml";

@@ -1,0 +1,7 @@
+//! The server around compose and routing: repo daemons, the Rediaccfile runner, Traefik's
+//! static configuration and units, and the settings file they share.
+
+pub mod daemons;
+pub mod proxy_config;
+pub mod rediaccfile;
+pub mod settings;

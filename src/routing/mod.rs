@@ -1,0 +1,10 @@
+//! The route server: discovery of containers on every repo daemon, Traefik label decoding,
+//! route building (per container, merged, judged across repositories, rendered), port
+//! allocation, and the HTTP endpoints Traefik and operators read.
+
+pub mod build;
+pub mod discovery;
+pub mod http_api;
+pub mod port_allocation;
+pub mod server;
+pub mod traefik_labels;
