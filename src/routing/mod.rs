@@ -6,5 +6,6 @@ pub mod build;
 pub mod discovery;
 pub mod http_api;
 pub mod port_allocation;
+pub mod rule;
 pub mod server;
 pub mod traefik_labels;
