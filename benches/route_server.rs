@@ -355,6 +355,7 @@ fn scale(with_wrk: bool) {
                 name: name.clone(),
                 labels: labels.clone(),
                 health: Health::None,
+                created: 0,
             })
         })
         .collect();
@@ -363,7 +364,7 @@ fn scale(with_wrk: bool) {
         ..Default::default()
     };
     settings.entrypoints = vec!["websecure".into()];
-    let rsettings = RouteSettings::from_settings(&settings);
+    let rsettings = RouteSettings::from_settings(&settings).expect("valid settings");
     let mut builds = Vec::new();
     let mut ports = renet::routing::port_allocation::PortTable::default();
     for _ in 0..10 {

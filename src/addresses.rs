@@ -111,7 +111,10 @@ pub fn network_id_from_socket(s: &str) -> Option<NetworkId> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    let id: NetworkId = digits.parse().ok()?;
+    // Only the canonical spelling: `docker-02816.sock` would be a second name for 2816's
+    // daemon, planted by whoever can write into the folder.
+    (id.to_string() == digits).then_some(id)
 }
 
 /// What every command says when it finds no network ID.
@@ -248,6 +251,7 @@ mod tests {
         assert_eq!(network_id_from_socket("docker-2817.sock"), None);
         assert_eq!(network_id_from_socket("/var/run/docker.sock"), None);
         assert_eq!(network_id_from_socket("docker-.sock"), None);
+        assert_eq!(network_id_from_socket("docker-02816.sock"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use renet::compose::command as compose_command;
 use renet::host::{daemons, proxy_config, rediaccfile};
+use renet::routing::claims_command;
 use renet::routing::server as route_server;
 
 #[derive(Parser)]
@@ -27,6 +28,9 @@ enum Command {
     Ips(compose_command::IpsArgs),
     /// Serve Traefik v3 dynamic configuration built from the repo daemons' containers.
     RouteServer(route_server::RouteServerArgs),
+    /// List and release host claims and port allocations of the route server.
+    #[command(subcommand)]
+    Claims(claims_command::ClaimsCommand),
     /// Traefik static configuration and systemd units.
     #[command(subcommand)]
     Proxy(proxy_config::ProxyCommand),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Ips(args) => compose_command::run_ips(args),
         Command::RouteServer(args) => route_server::run(args),
         Command::Proxy(cmd) => proxy_config::run(cmd),
+        Command::Claims(cmd) => claims_command::run(cmd),
         Command::Daemon(cmd) => daemons::run(cmd),
         Command::Repo(cmd) => rediaccfile::run(cmd),
     };

@@ -36,6 +36,7 @@ fn container(n: u32, service: &str, slot: u32, extra: &[(&str, &str)]) -> Contai
         name: format!("proj{n}-{service}-1"),
         labels,
         health: Health::None,
+        created: 0,
     }
 }
 
@@ -46,11 +47,23 @@ fn settings() -> RouteSettings {
         tcp_ports: vec![25, 993],
         ..Default::default()
     };
-    RouteSettings::from_settings(&s)
+    RouteSettings::from_settings(&s).unwrap()
 }
 
 fn run(containers: &[Container]) -> Snapshot {
     build(containers, &settings(), &PortTable::default())
+}
+
+/// The test settings with the operator's `routing` section changed by `f`.
+fn settings_with(f: impl FnOnce(&mut renet::routing::tenancy::TenancySettings)) -> RouteSettings {
+    let mut s = renet::host::settings::Settings {
+        base_domain: Some("example.com".into()),
+        public_ipv6: Some("2001:db8::1".into()),
+        tcp_ports: vec![25, 993],
+        ..Default::default()
+    };
+    f(&mut s.routing);
+    RouteSettings::from_settings(&s).unwrap()
 }
 
 fn doc(s: &Snapshot) -> Y {
@@ -335,7 +348,12 @@ fn example_chained_middlewares_and_buffering() {
             ),
         ],
     );
-    let d = doc(&run(&[app]));
+    // `auth@file` is an operator's object: refused unless allow-listed.
+    let refused = run(std::slice::from_ref(&app));
+    assert_eq!(refused.routes_yaml, "{}\n");
+    assert!(rejected_reasons(&refused)[0].contains("auth@file"));
+    let allowing = settings_with(|r| r.allowed_references = vec!["auth@file".into()]);
+    let d = doc(&build(&[app], &allowing, &PortTable::default()));
     let r = at(&d, &["http", "routers", "myapp-2880", "middlewares"]);
     assert_eq!(s(at(r, &["0"])), "myapp-hsts-2880");
     assert_eq!(s(at(r, &["1"])), "myapp-buffering-2880");
@@ -362,7 +380,7 @@ fn example_chained_middlewares_and_buffering() {
     assert_eq!(
         s(at(chain, &["2"])),
         "auth@file",
-        "references to other providers are kept"
+        "allow-listed references to other providers are kept"
     );
     assert_eq!(
         at(
@@ -1201,16 +1219,36 @@ fn host_conflicts_serve_the_earlier_claim() {
             keys(at(&d, &["http", "routers"])),
             vec!["api-2880", "site-2880"]
         );
-        assert_eq!(snap.conflicts.len(), 1, "{:?}", snap.conflicts);
-        assert_eq!(snap.conflicts[0]["kind"], "http host");
-        assert_eq!(snap.conflicts[0]["network_id"], 6336);
+        assert!(snap.conflicts.is_empty(), "{:?}", snap.conflicts);
+        assert_eq!(snap.refused.len(), 1, "{:?}", snap.refused);
+        assert_eq!(snap.refused[0]["kind"], "http router");
+        assert_eq!(snap.refused[0]["network_id"], 6336);
+        assert_eq!(snap.refused[0]["owner"], 2880);
         assert!(
-            snap.conflicts[0]["reason"]
+            snap.refused[0]["reason"]
                 .as_str()
                 .unwrap()
-                .contains("network 2880")
+                .contains("held by network 2880")
         );
+        // The first claim is recorded.
+        assert_eq!(snap.hosts.hosts["shop.example.com"].network_id, 2880);
     }
+    // The oldest container claims first, whatever its network ID; once recorded, the claim
+    // holds even when an older container of another repository shows up later.
+    let mut older = second.clone();
+    older.created = -10;
+    let snap = run(&[first.clone(), older.clone()]);
+    assert_eq!(snap.hosts.hosts["shop.example.com"].network_id, 6336);
+    let later = renet::routing::build::build_with(
+        &[first.clone(), older],
+        &settings(),
+        &renet::routing::build::Claims {
+            ports: PortTable::default(),
+            hosts: run(std::slice::from_ref(&first)).hosts,
+        },
+    );
+    assert_eq!(later.hosts.hosts["shop.example.com"].network_id, 2880);
+    assert_eq!(later.refused[0]["network_id"], 6336);
     // Tier 1 and tier 2 claim hosts alike; a rule without Host() is not published.
     let auto = container(2816, "shop", 0, &[("rediacc.service_port", "80")]);
     let squatter = claim(2880, "Host(`shop-2816.example.com`)");
@@ -1220,7 +1258,12 @@ fn host_conflicts_serve_the_earlier_claim() {
         keys(at(&doc(&snap), &["http", "routers"])),
         vec!["shop-2816-auto"]
     );
-    assert_eq!(snap.conflicts.len(), 2);
+    assert_eq!(snap.refused.len(), 2, "{:?}", snap.refused);
+    // Nothing of a refused router is left behind: no service of 2880 or 6336.
+    assert_eq!(
+        keys(at(&doc(&snap), &["http", "services"])),
+        vec!["shop-2816-auto"]
+    );
 }
 
 #[test]
@@ -1241,7 +1284,8 @@ fn tcp_entrypoint_conflicts_across_repos() {
     let snap = run(&[smtp(2880), smtp(2816)]);
     let d = doc(&snap);
     assert_eq!(keys(at(&d, &["tcp", "routers"])), vec!["smtp-2816"]);
-    assert_eq!(snap.conflicts[0]["network_id"], 2880);
+    assert_eq!(snap.refused[0]["network_id"], 2880);
+    assert_eq!(snap.refused[0]["owner"], 2816);
     // A port forward holds its port against another repo's label router.
     let fwd = container(2880, "pg", 1, &[("rediacc.tcp_ports", "5432")]);
     let label_pg = container(

@@ -92,11 +92,32 @@ pub struct Discovery {
     changed: Notify,
     /// Bumped on every change of the container set; lets readers skip identical rebuilds.
     generation: std::sync::atomic::AtomicU64,
+    /// Entries of the socket folder that are not used, with the reason (shown by `/health`).
+    ignored_sockets: Mutex<Vec<IgnoredSocket>>,
 }
 
 impl Discovery {
     pub fn new() -> Arc<Self> {
         Arc::new(Discovery::default())
+    }
+
+    /// Entries of the socket folder ignored at the last scan.
+    pub fn ignored_sockets(&self) -> Vec<IgnoredSocket> {
+        self.ignored_sockets
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_ignored_sockets(&self, ignored: Vec<IgnoredSocket>) {
+        if let Ok(mut v) = self.ignored_sockets.lock() {
+            if *v != ignored {
+                for i in &ignored {
+                    tracing::warn!("socket folder: ignoring {}: {}", i.path, i.reason);
+                }
+            }
+            *v = ignored;
+        }
     }
 
     /// Every known container, sorted by network ID then name then ID, so that route building
@@ -323,7 +344,8 @@ impl Watcher {
 
     /// Compares the folder with the running daemon tasks: starts new ones, ends vanished ones.
     fn rescan(&mut self) {
-        let found = scan_sockets(&self.dir);
+        let (found, ignored) = scan_sockets(&self.dir);
+        self.discovery.set_ignored_sockets(ignored);
         let vanished: Vec<NetworkId> = self
             .tasks
             .iter()
@@ -349,20 +371,54 @@ impl Watcher {
     }
 }
 
-/// The valid repo daemon sockets in `dir` (a missing folder holds none).
-pub fn scan_sockets(dir: &Path) -> BTreeMap<NetworkId, PathBuf> {
+/// The repo daemon sockets in `dir` (a missing folder holds none), and the entries that were
+/// ignored with the reason. Only real unix sockets named `docker-<N>.sock` with `N` a valid
+/// network ID in its canonical spelling count: a symlink or a zero-padded name would let
+/// whoever plants it make one daemon's containers appear under another network ID.
+pub fn scan_sockets(dir: &Path) -> (BTreeMap<NetworkId, PathBuf>, Vec<IgnoredSocket>) {
+    use std::os::unix::fs::FileTypeExt;
     let mut out = BTreeMap::new();
+    let mut ignored = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
+        return (out, ignored);
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(network_id_from_socket) else {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".sock") {
+            continue;
+        }
+        let mut ignore = |reason: &str| {
+            ignored.push(IgnoredSocket {
+                path: entry.path().display().to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        let Some(id) = network_id_from_socket(&name) else {
+            ignore(
+                "not the name of a repo daemon socket: `docker-<N>.sock` with N a network ID \
+                 (2816 + 64k) written without leading zeros",
+            );
             continue;
         };
-        out.insert(id, entry.path());
+        // `DirEntry::file_type` does not follow symlinks.
+        match entry.file_type() {
+            Ok(t) if t.is_socket() => {
+                out.insert(id, entry.path());
+            }
+            Ok(t) if t.is_symlink() => ignore("a symlink, not the daemon's own socket"),
+            Ok(_) => ignore("not a unix socket"),
+            Err(e) => ignore(&format!("cannot read its type: {e}")),
+        }
     }
-    out
+    ignored.sort_by(|a, b| a.path.cmp(&b.path));
+    (out, ignored)
+}
+
+/// A file in the socket folder that looks like a daemon socket but is not used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IgnoredSocket {
+    pub path: String,
+    pub reason: String,
 }
 
 /// An inotify descriptor that tokio can poll.
@@ -517,6 +573,32 @@ fn is_rediacc_label(key: &str) -> bool {
     key.starts_with("rediacc.")
 }
 
+/// Unix seconds of an RFC 3339 UTC time as dockerd writes it (`2026-11-21T18:22:33.1234Z`).
+pub fn rfc3339_seconds(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
 /// Converts an inspect answer; None when the container should not be considered.
 pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Option<Container> {
     let state = info.state.as_ref()?;
@@ -538,8 +620,14 @@ pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Op
         Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
         _ => Health::None,
     };
+    let created = info
+        .created
+        .as_deref()
+        .and_then(rfc3339_seconds)
+        .unwrap_or(0);
     Some(Container {
         network_id,
+        created,
         id: info.id?,
         name: info
             .name
@@ -554,4 +642,56 @@ pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Op
 /// The network IDs of the daemons known now (for logs and tests).
 pub fn known_ids(discovery: &Discovery) -> BTreeSet<NetworkId> {
     discovery.lock().keys().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_times() {
+        assert_eq!(rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_seconds("2024-02-29T12:00:01.5Z"),
+            Some(1_709_208_001)
+        );
+        assert_eq!(
+            rfc3339_seconds("2026-11-21T18:22:33.123456789Z"),
+            Some(1_795_285_353)
+        );
+        assert_eq!(rfc3339_seconds("yesterday"), None);
+    }
+
+    #[test]
+    fn only_canonical_real_sockets_are_daemons() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let _real = std::os::unix::net::UnixListener::bind(d.join("docker-2816.sock")).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(d.join("docker-2881.sock")).unwrap();
+        let _padded = std::os::unix::net::UnixListener::bind(d.join("docker-02880.sock")).unwrap();
+        std::os::unix::fs::symlink(d.join("docker-2816.sock"), d.join("docker-2944.sock")).unwrap();
+        std::fs::write(d.join("docker-3008.sock"), "").unwrap();
+        std::fs::write(d.join("notes.txt"), "").unwrap();
+        let (found, ignored) = scan_sockets(d);
+        assert_eq!(
+            found.keys().map(|n| n.get()).collect::<Vec<_>>(),
+            vec![2816]
+        );
+        let reasons: Vec<(String, String)> = ignored
+            .iter()
+            .map(|i| {
+                let name = Path::new(&i.path)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, i.reason.clone())
+            })
+            .collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(reasons[0].0 == "docker-02880.sock" && reasons[0].1.contains("leading zeros"));
+        assert!(reasons[1].0 == "docker-2881.sock" && reasons[1].1.contains("network ID"));
+        assert!(reasons[2].0 == "docker-2944.sock" && reasons[2].1.contains("symlink"));
+        assert!(reasons[3].0 == "docker-3008.sock" && reasons[3].1.contains("not a unix socket"));
+    }
 }

@@ -3,9 +3,18 @@
 //! allocation, and the HTTP endpoints Traefik and operators read.
 
 pub mod build;
+pub mod claims;
+pub mod claims_command;
+pub mod claims_store;
 pub mod discovery;
+pub mod fragment;
 pub mod http_api;
+pub mod merge;
+pub mod ownership;
 pub mod port_allocation;
+pub mod render;
 pub mod rule;
 pub mod server;
+pub mod tenancy;
+pub mod tenant_policy;
 pub mod traefik_labels;

@@ -1,24 +1,34 @@
-//! TCP/UDP port allocation for `rediacc.tcp_ports` / `rediacc.udp_ports` (spec §6.4): which
-//! public port (Traefik entrypoint `tcp-<port>` / `udp-<port>`) forwards to which repo's
-//! service. Pure: the table is persisted by the route server.
+//! TCP/UDP port allocation for `rediacc.tcp_ports` / `rediacc.udp_ports` and for the
+//! entrypoints `traefik.tcp` / `traefik.udp` label routers name (spec §6.4): which public port
+//! (Traefik entrypoint `tcp-<port>` / `udp-<port>`) belongs to which repository. Pure: the
+//! table is persisted by the route server.
 //!
-//! INTERFACE CONTRACT: `PortTable` (serde, persisted as JSON in the state folder),
-//! `PortAllocation`.
-//!
-//! Rules (also in docs/labels.md):
+//! Rules (also in docs/labels.md, "Multi-tenant rules"):
 //! - An allocation is keyed by (protocol, network ID, service, target, preferred port). Once
 //!   made it keeps its port across builds and restarts while its entrypoint exists.
-//! - A preferred (published) port is used when its entrypoint exists, no other allocation holds
-//!   it (running or not) and no other repo's `traefik.tcp`/`traefik.udp` router uses it;
-//!   otherwise TCP falls back to the dynamic range. UDP has no dynamic range (Traefik's static
-//!   configuration defines none), so a UDP port that cannot be had is reported, not forwarded.
-//! - Allocations whose container is gone are kept (a repo that is redeploying or down keeps its
-//!   public ports, so clients and firewall rules keep working). They yield only when the dynamic
-//!   range is full: then the stale allocation with the lowest port is reused.
+//! - **A port held by a repository is never handed to another one**, whether or not the
+//!   holder's containers run right now: a repository that is redeploying or down keeps its
+//!   public ports, so nobody can catch its clients in the meantime. Only an operator releases
+//!   a port (`renet claims release`). Within one repository, a port held by a key nobody asks
+//!   for any more (a renamed service) passes to the key that asks for it now.
+//! - A preferred (published) port is used when its entrypoint exists and it is free or held by
+//!   the same repository; otherwise TCP falls back to the dynamic range. UDP has no dynamic
+//!   range, so a UDP port that cannot be had is reported, not forwarded.
+//! - The dynamic range is shared: each repository holds at most `dynamic_quota` of its ports.
+//!   What a repository cannot get is reported, never taken from another.
+//! - A label router's entrypoint is an [`ENTRYPOINT_CLAIM`] request: it gets exactly that port
+//!   or nothing.
+//! - Requests are granted in the order given (the caller orders them oldest container first),
+//!   so the first repository to ask wins, and the whole round is linear in the number of
+//!   requests plus the size of the dynamic range.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+
+/// The `service` of a request made by a `traefik.tcp`/`traefik.udp` router's entrypoint rather
+/// than by `rediacc.tcp_ports`: the repository holds the port itself, with no forward.
+pub const ENTRYPOINT_CLAIM: &str = "@entrypoint";
 
 /// One allocation: a public port (its entrypoint) held by one repo's service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -61,10 +71,19 @@ impl PortTable {
             .iter()
             .find(|a| a.protocol == protocol && a.port == port)
     }
+
+    /// Removes every allocation of `protocol`/`port`; returns how many there were.
+    pub fn release(&mut self, protocol: &str, port: u16) -> usize {
+        let before = self.allocations.len();
+        self.allocations
+            .retain(|a| !(a.protocol == protocol && a.port == port));
+        before - self.allocations.len()
+    }
 }
 
-/// What a container asks for: forward a public port to `target` on its service IP.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// What a container asks for: forward a public port to `target` on its service IP (or, with
+/// [`ENTRYPOINT_CLAIM`], hold the port for a label router).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestKey {
     /// "tcp" or "udp"
     pub protocol: String,
@@ -75,16 +94,21 @@ pub struct RequestKey {
     pub preferred: u16,
 }
 
-/// Which ports exist and which are off limits.
+impl RequestKey {
+    fn is_claim(&self) -> bool {
+        self.service == ENTRYPOINT_CLAIM
+    }
+}
+
+/// Which ports exist and how much of the dynamic range one repository may hold.
 #[derive(Debug, Clone, Default)]
 pub struct PortLimits {
     pub tcp_entrypoint_ports: BTreeSet<u16>,
     pub udp_entrypoint_ports: BTreeSet<u16>,
     /// First and last port of the dynamic TCP range.
     pub dynamic_range: (u16, u16),
-    /// (protocol, port) → network IDs whose `traefik.tcp`/`traefik.udp` routers use that
-    /// entrypoint: not allocated to another repo.
-    pub used_by_labels: BTreeMap<(String, u16), BTreeSet<u32>>,
+    /// Ports of the dynamic range one repository may hold at most.
+    pub dynamic_quota: usize,
 }
 
 /// The outcome of one allocation round.
@@ -103,120 +127,205 @@ fn entrypoint(protocol: &str, port: u16) -> String {
     format!("{protocol}-{port}")
 }
 
-/// Allocates ports for `requests`, starting from the `previous` table.
-pub fn allocate(previous: &PortTable, requests: &[RequestKey], limits: &PortLimits) -> Allocation {
-    let requests: BTreeSet<RequestKey> = requests.iter().cloned().collect();
-    let exists = |protocol: &str, port: u16| match protocol {
-        "tcp" => limits.tcp_entrypoint_ports.contains(&port),
-        "udp" => limits.udp_entrypoint_ports.contains(&port),
-        _ => false,
-    };
+/// The table being worked on, indexed both ways so every step is O(1).
+struct Book<'a> {
+    by_port: BTreeMap<(String, u16), PortAllocation>,
+    by_key: HashMap<RequestKey, u16>,
+    /// Dynamic-range ports held per network.
+    dynamic_held: HashMap<u32, usize>,
+    limits: &'a PortLimits,
+}
 
-    // The previous table, cleaned: one allocation per key and per port, entrypoint must exist.
-    let mut sorted = previous.allocations.clone();
-    sorted.sort();
-    let mut table: Vec<PortAllocation> = Vec::new();
-    for a in sorted {
-        let taken = table
-            .iter()
-            .any(|b| b.key() == a.key() || (b.protocol == a.protocol && b.port == a.port));
-        if !taken && exists(&a.protocol, a.port) {
-            table.push(a);
+impl<'a> Book<'a> {
+    fn new(previous: &PortTable, limits: &'a PortLimits) -> Book<'a> {
+        let mut book = Book {
+            by_port: BTreeMap::new(),
+            by_key: HashMap::new(),
+            dynamic_held: HashMap::new(),
+            limits,
+        };
+        let mut sorted = previous.allocations.clone();
+        sorted.sort();
+        for a in sorted {
+            let taken = book.by_key.contains_key(&a.key())
+                || book.by_port.contains_key(&(a.protocol.clone(), a.port));
+            if !taken && book.exists(&a.protocol, a.port) {
+                book.insert(a);
+            }
+        }
+        book
+    }
+
+    fn exists(&self, protocol: &str, port: u16) -> bool {
+        match protocol {
+            "tcp" => self.limits.tcp_entrypoint_ports.contains(&port),
+            "udp" => self.limits.udp_entrypoint_ports.contains(&port),
+            _ => false,
         }
     }
 
+    fn is_dynamic(&self, protocol: &str, port: u16) -> bool {
+        let (lo, hi) = self.limits.dynamic_range;
+        protocol == "tcp" && (lo..=hi).contains(&port)
+    }
+
+    fn insert(&mut self, a: PortAllocation) {
+        if self.is_dynamic(&a.protocol, a.port) {
+            *self.dynamic_held.entry(a.network_id).or_default() += 1;
+        }
+        self.by_key.insert(a.key(), a.port);
+        self.by_port.insert((a.protocol.clone(), a.port), a);
+    }
+
+    fn remove(&mut self, protocol: &str, port: u16) {
+        if let Some(a) = self.by_port.remove(&(protocol.to_string(), port)) {
+            self.by_key.remove(&a.key());
+            if self.is_dynamic(protocol, port)
+                && let Some(n) = self.dynamic_held.get_mut(&a.network_id)
+            {
+                *n -= 1;
+            }
+        }
+    }
+
+    fn holder(&self, protocol: &str, port: u16) -> Option<&PortAllocation> {
+        self.by_port.get(&(protocol.to_string(), port))
+    }
+
+    fn grant(&mut self, req: &RequestKey, port: u16, out: &mut Allocation) {
+        self.insert(PortAllocation {
+            protocol: req.protocol.clone(),
+            port,
+            entrypoint: entrypoint(&req.protocol, port),
+            network_id: req.network_id,
+            service: req.service.clone(),
+            target: req.target,
+            preferred: req.preferred,
+        });
+        out.granted.insert(req.clone(), port);
+    }
+}
+
+/// Why `req` cannot have port `p`, or `None` when it can (taking over a stale allocation of
+/// its own repository if needed).
+fn why_not(
+    book: &Book,
+    requested: &HashSet<&RequestKey>,
+    req: &RequestKey,
+    p: u16,
+) -> Option<String> {
+    if !book.exists(&req.protocol, p) {
+        return Some(format!(
+            "port {p} has no entrypoint `{}` (the operator registers ports in the settings file)",
+            entrypoint(&req.protocol, p)
+        ));
+    }
+    if let Some(h) = book.holder(&req.protocol, p)
+        && h.key() != *req
+    {
+        if h.network_id != req.network_id {
+            let what = if h.service == ENTRYPOINT_CLAIM {
+                "a label router".to_string()
+            } else {
+                format!("service `{}`", h.service)
+            };
+            return Some(format!(
+                "port {p} is held by network {} ({what}); a held port stays with its \
+                 repository, also while it is down or redeploying",
+                h.network_id
+            ));
+        }
+        if requested.contains(&h.key()) {
+            return Some(format!(
+                "port {p} is used by this repository's service `{}`",
+                h.service
+            ));
+        }
+    }
+    if book.is_dynamic(&req.protocol, p) && over_quota(book, req, p) {
+        return Some(quota_reason(book));
+    }
+    None
+}
+
+/// Whether taking dynamic port `p` would put the requester's repository over its quota.
+fn over_quota(book: &Book, req: &RequestKey, p: u16) -> bool {
+    let held = book.dynamic_held.get(&req.network_id).copied().unwrap_or(0);
+    let replaces_own = book
+        .holder(&req.protocol, p)
+        .is_some_and(|h| h.network_id == req.network_id);
+    !replaces_own && held >= book.limits.dynamic_quota
+}
+
+fn quota_reason(book: &Book) -> String {
+    let (lo, hi) = book.limits.dynamic_range;
+    format!(
+        "the repository already holds its quota of {} ports of the dynamic range {lo}-{hi} \
+         (settings: routing.dynamic_port_quota)",
+        book.limits.dynamic_quota
+    )
+}
+
+/// Allocates ports for `requests` (granted in the order given), starting from `previous`.
+pub fn allocate(previous: &PortTable, requests: &[RequestKey], limits: &PortLimits) -> Allocation {
+    let mut seen = HashSet::new();
+    let requests: Vec<&RequestKey> = requests.iter().filter(|r| seen.insert(*r)).collect();
+    let requested: HashSet<&RequestKey> = requests.iter().copied().collect();
+    let mut book = Book::new(previous, limits);
     let mut out = Allocation::default();
     for req in &requests {
-        if let Some(a) = table.iter().find(|a| a.key() == *req) {
-            out.granted.insert(req.clone(), a.port);
+        if let Some(&p) = book.by_key.get(*req) {
+            out.granted.insert((*req).clone(), p);
         }
     }
-
-    let held_by_other = |table: &[PortAllocation], req: &RequestKey, port: u16| {
-        table
-            .iter()
-            .find(|a| a.protocol == req.protocol && a.port == port && a.key() != *req)
-            .cloned()
-    };
-    let label_users = |req: &RequestKey, port: u16| -> Vec<u32> {
-        limits
-            .used_by_labels
-            .get(&(req.protocol.clone(), port))
-            .map(|s| s.iter().copied().filter(|n| *n != req.network_id).collect())
-            .unwrap_or_default()
-    };
-
-    for req in &requests {
+    let (lo, _) = limits.dynamic_range;
+    // Ports below this one in the dynamic range are known to be taken: one pass over the range
+    // for the whole round.
+    let mut cursor = lo;
+    for req in requests {
         if out.granted.contains_key(req) {
             continue;
         }
         let mut why_not_preferred = None;
         if req.preferred != 0 {
             let p = req.preferred;
-            if !exists(&req.protocol, p) {
-                why_not_preferred = Some(format!(
-                    "port {p} has no entrypoint `{}` (register it with the proxy)",
-                    entrypoint(&req.protocol, p)
-                ));
-            } else if let Some(h) = held_by_other(&table, req, p) {
-                why_not_preferred = Some(format!(
-                    "port {p} is held by network {} (service `{}`, target {})",
-                    h.network_id, h.service, h.target
-                ));
-            } else if let Some(n) = label_users(req, p).first() {
-                why_not_preferred = Some(format!(
-                    "port {p} is used by a traefik.{} router of network {n}",
-                    req.protocol
-                ));
-            } else {
-                grant(&mut table, &mut out, req, p);
-                continue;
+            match why_not(&book, &requested, req, p) {
+                None => {
+                    book.remove(&req.protocol, p);
+                    book.grant(req, p, &mut out);
+                    continue;
+                }
+                Some(why) => why_not_preferred = Some(why),
             }
         }
-        if req.protocol != "tcp" {
+        if req.is_claim() || req.protocol != "tcp" {
+            let tail = if req.is_claim() {
+                "the router is not published"
+            } else {
+                "UDP has no dynamic range, so nothing is forwarded"
+            };
             out.refused.push((
                 req.clone(),
                 format!(
-                    "{}; UDP has no dynamic range, so nothing is forwarded",
+                    "{}; {tail}",
                     why_not_preferred.unwrap_or_else(|| "no published port given".to_string())
                 ),
             ));
             continue;
         }
-        let (lo, hi) = limits.dynamic_range;
-        let free = (lo..=hi).find(|&p| {
-            exists("tcp", p)
-                && held_by_other(&table, req, p).is_none()
-                && label_users(req, p).is_empty()
-        });
-        let port = free.or_else(|| {
-            // Range full: reuse the stale allocation (no container asks for it) with the
-            // lowest port.
-            let stale = table
-                .iter()
-                .filter(|a| {
-                    a.protocol == "tcp"
-                        && (lo..=hi).contains(&a.port)
-                        && !requests.contains(&a.key())
-                        && label_users(req, a.port).is_empty()
-                })
-                .map(|a| a.port)
-                .min()?;
-            table.retain(|a| !(a.protocol == "tcp" && a.port == stale));
-            Some(stale)
-        });
+        let port = dynamic_port(&mut book, &requested, req, &mut cursor);
         match port {
-            Some(p) => {
+            Ok(p) => {
                 if let Some(why) = why_not_preferred {
                     out.moved
                         .push((req.clone(), format!("{why}; got {p} instead")));
                 }
-                grant(&mut table, &mut out, req, p);
+                book.grant(req, p, &mut out);
             }
-            None => out.refused.push((
+            Err(why) => out.refused.push((
                 req.clone(),
                 format!(
-                    "{}the dynamic TCP range {lo}-{hi} is full",
+                    "{}{why}",
                     why_not_preferred
                         .map(|w| format!("{w}, and "))
                         .unwrap_or_default()
@@ -224,23 +333,51 @@ pub fn allocate(previous: &PortTable, requests: &[RequestKey], limits: &PortLimi
             )),
         }
     }
-
-    table.sort();
-    out.table = PortTable { allocations: table };
+    out.table = PortTable {
+        allocations: book.by_port.into_values().collect(),
+    };
+    out.table.allocations.sort();
     out
 }
 
-fn grant(table: &mut Vec<PortAllocation>, out: &mut Allocation, req: &RequestKey, port: u16) {
-    table.push(PortAllocation {
-        protocol: req.protocol.clone(),
-        port,
-        entrypoint: entrypoint(&req.protocol, port),
-        network_id: req.network_id,
-        service: req.service.clone(),
-        target: req.target,
-        preferred: req.preferred,
-    });
-    out.granted.insert(req.clone(), port);
+/// A port of the dynamic range for `req`: a free one within the quota, else one of the
+/// repository's own stale allocations.
+fn dynamic_port(
+    book: &mut Book,
+    requested: &HashSet<&RequestKey>,
+    req: &RequestKey,
+    cursor: &mut u16,
+) -> Result<u16, String> {
+    let (lo, hi) = book.limits.dynamic_range;
+    let held = book.dynamic_held.get(&req.network_id).copied().unwrap_or(0);
+    if held < book.limits.dynamic_quota {
+        while *cursor <= hi && *cursor >= lo {
+            let p = *cursor;
+            if book.exists("tcp", p) && book.holder("tcp", p).is_none() {
+                return Ok(p);
+            }
+            if p == u16::MAX {
+                break;
+            }
+            *cursor += 1;
+        }
+    }
+    // Quota reached or range full: reuse a stale port of the same repository (a service
+    // renamed or removed), never one of another repository.
+    let stale = book
+        .by_port
+        .range(("tcp".to_string(), lo)..=("tcp".to_string(), hi))
+        .find(|(_, a)| a.network_id == req.network_id && !requested.contains(&a.key()))
+        .map(|((_, p), _)| *p);
+    if let Some(p) = stale {
+        book.remove("tcp", p);
+        return Ok(p);
+    }
+    if held >= book.limits.dynamic_quota {
+        Err(quota_reason(book))
+    } else {
+        Err(format!("the dynamic TCP range {lo}-{hi} is full"))
+    }
 }
 
 /// One entry of `rediacc.tcp_ports` / `rediacc.udp_ports`: `PORT`, `PUBLISHED:TARGET`, or

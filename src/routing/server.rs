@@ -9,22 +9,23 @@
 //! publishes a half-empty configuration that Traefik would apply and then undo.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::host::settings::Settings;
-use crate::routing::build::{self as routes, Container, RouteSettings};
+use crate::routing::build::{self as routes, Claims, Container, RouteSettings};
+use crate::routing::claims_store::{ClaimsStore, Stamp};
 use crate::routing::discovery::{self, Discovery};
 use crate::routing::http_api::{self, AppState, Published};
-use crate::routing::port_allocation::PortTable;
 
 /// Longest wait at startup for the first listing of every daemon before serving anyway.
 pub const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
-/// File name of the persisted port table in the state folder.
-pub const PORTS_FILE: &str = "ports.json";
+/// How often the builder looks for an operator's change of the claims files.
+const CLAIMS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::routing::claims_store::PORTS_FILE;
 
 /// Options of `renet route-server`. Each flag overrides the same key of the settings file,
 /// which `renet proxy config` reads too; so set shared keys (entrypoints, ports, domain) in the
@@ -161,7 +162,7 @@ impl Config {
             listen,
             socket_dir: s.socket_dir.clone(),
             state_dir: s.state_dir.clone(),
-            routes: RouteSettings::from_settings(&s),
+            routes: RouteSettings::from_settings(&s)?,
         })
     }
 }
@@ -220,8 +221,8 @@ pub async fn serve(
             config.state_dir.display()
         )
     })?;
-    let ports_path = config.state_dir.join(PORTS_FILE);
-    let ports = load_ports(&ports_path)?;
+    let store = ClaimsStore::new(&config.state_dir);
+    let (claims, stamp) = store.load()?;
     // Bind first: a busy or forbidden address is reported at once, not after discovery.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -236,10 +237,13 @@ pub async fn serve(
             INITIAL_SYNC_TIMEOUT
         );
     }
-    let first = build_snapshot(&discovery, &config.routes, &ports).await?;
+    let first = build_snapshot(&discovery, &config.routes, &claims).await?;
     let container_count = first.1.len();
+    let first_claims = claims_of(&first.0);
     let state = AppState::new(Published::new(first.0, 0), discovery.clone());
-    persist_if_changed(&state, &ports_path, &ports, &state.current().snapshot.ports).await;
+    let stamp = persist(&state, &store, &claims, &first_claims, stamp)
+        .await
+        .unwrap_or_default();
     tracing::info!(
         "serving on http://{} ({} containers from {} daemons in {:?}; sockets in {}, state in {})",
         config.listen,
@@ -254,7 +258,8 @@ pub async fn serve(
         state.clone(),
         first.1,
         config.routes.clone(),
-        ports_path,
+        store,
+        stamp,
     ));
     let result = axum::serve(listener, http_api::router(state))
         .with_graceful_shutdown(shutdown)
@@ -271,45 +276,75 @@ pub async fn serve(
 async fn build_snapshot(
     discovery: &Discovery,
     settings: &RouteSettings,
-    ports: &PortTable,
+    claims: &Claims,
 ) -> Result<(routes::Snapshot, Vec<Container>)> {
     let containers = discovery.containers();
-    let (settings, ports) = (settings.clone(), ports.clone());
+    let (settings, claims) = (settings.clone(), claims.clone());
     tokio::task::spawn_blocking(move || {
-        let snapshot = routes::build(&containers, &settings, &ports);
+        let snapshot = routes::build_with(&containers, &settings, &claims);
         (snapshot, containers)
     })
     .await
     .context("route building panicked")
 }
 
-/// Rebuilds on every change of the container set and publishes the result. `last_containers`
-/// is what the published snapshot was built from, so a change that raced the first build is
-/// not skipped.
+/// The claims a snapshot ends with: what the next build starts from.
+fn claims_of(snapshot: &routes::Snapshot) -> Claims {
+    Claims {
+        ports: snapshot.ports.clone(),
+        hosts: snapshot.hosts.clone(),
+    }
+}
+
+/// Rebuilds on every change of the container set (and when an operator changed the claims
+/// files) and publishes the result. `last_containers` is what the published snapshot was
+/// built from, so a change that raced the first build is not skipped.
 async fn builder_loop(
     state: Arc<AppState>,
     mut last_containers: Vec<Container>,
     settings: RouteSettings,
-    ports_path: PathBuf,
+    store: ClaimsStore,
+    mut stamp: Stamp,
 ) {
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
+    let mut claims = claims_of(&state.current().snapshot);
     loop {
-        discovery.changed().await;
+        tokio::select! {
+            _ = discovery.changed() => {}
+            _ = tokio::time::sleep(CLAIMS_CHECK_INTERVAL) => {}
+        }
         let containers = discovery.containers();
-        if containers == last_containers {
+        let external_change = store.stamp() != stamp;
+        if external_change {
+            match store.load() {
+                Ok((loaded, new_stamp)) => {
+                    tracing::info!(
+                        "claims files changed on disk (an operator's release): reloading"
+                    );
+                    claims = loaded;
+                    stamp = new_stamp;
+                }
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    state.set_state_error(Some(format!("{e:#}")));
+                    stamp = store.stamp();
+                }
+            }
+        }
+        if containers == last_containers && !external_change {
             continue;
         }
         let started = Instant::now();
         let previous = state.current();
-        let (ports, s) = (previous.snapshot.ports.clone(), settings.clone());
+        let (start_claims, s) = (claims.clone(), settings.clone());
         let next_generation = generation + 1;
         // Building and rendering (YAML, sorted JSON) both run on the blocking pool: at
         // thousands of containers they take tens of milliseconds, which must not stall the
         // async workers that answer HTTP requests.
         let built = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let snapshot = routes::build(&containers, &s, &ports);
+            let snapshot = routes::build_with(&containers, &s, &start_claims);
             let build_time = t.elapsed();
             (
                 Published::new(snapshot, next_generation),
@@ -328,13 +363,19 @@ async fn builder_loop(
                 continue;
             }
         };
-        persist_if_changed(
-            &state,
-            &ports_path,
-            &previous.snapshot.ports,
-            &published.snapshot.ports,
-        )
-        .await;
+        let new_claims = claims_of(&published.snapshot);
+        match persist(&state, &store, &claims, &new_claims, stamp.clone()).await {
+            Some(new_stamp) => {
+                stamp = new_stamp;
+                claims = new_claims;
+            }
+            None => {
+                // The files changed while building: publish nothing from stale claims; the
+                // next round reloads them and builds again.
+                last_containers = Vec::new();
+                continue;
+            }
+        }
         generation = next_generation;
         let changed_yaml = published.routes_yaml != previous.routes_yaml;
         state.publish(published);
@@ -349,59 +390,47 @@ async fn builder_loop(
     }
 }
 
-/// Writes the port table when it differs from the one on disk; failures are logged and shown
-/// by `/health` (routes keep being served; allocations are retried at the next change).
-async fn persist_if_changed(state: &AppState, path: &Path, old: &PortTable, new: &PortTable) {
-    if old == new
-        && state
-            .state_error
-            .lock()
-            .map(|e| e.is_none())
-            .unwrap_or(true)
-    {
-        return;
+/// Writes the claims that changed. Returns the new stamp, or `None` when the files changed
+/// under the server (an operator's release) and nothing was written. Write failures are logged
+/// and shown by `/health` (routes keep being served; the write is retried at the next change).
+async fn persist(
+    state: &AppState,
+    store: &ClaimsStore,
+    old: &Claims,
+    new: &Claims,
+    stamp: Stamp,
+) -> Option<Stamp> {
+    let had_error = state
+        .state_error
+        .lock()
+        .map(|e| e.is_some())
+        .unwrap_or(false);
+    if old == new && !had_error {
+        return Some(stamp);
     }
-    let (path, table) = (path.to_path_buf(), new.clone());
-    let result = tokio::task::spawn_blocking(move || save_ports(&path, &table)).await;
+    let (store2, old, new, expected) = (store.clone(), old.clone(), new.clone(), stamp.clone());
+    let result = tokio::task::spawn_blocking(move || store2.save(&old, &new, &expected)).await;
     match result {
-        Ok(Ok(())) => state.set_state_error(None),
+        Ok(Ok(Some(stamp))) => {
+            state.set_state_error(None);
+            Some(stamp)
+        }
+        Ok(Ok(None)) => None,
         Ok(Err(e)) => {
             tracing::error!("{e:#}");
             state.set_state_error(Some(format!("{e:#}")));
+            Some(stamp)
         }
-        Err(e) => state.set_state_error(Some(format!("saving ports panicked: {e}"))),
+        Err(e) => {
+            state.set_state_error(Some(format!("saving claims panicked: {e}")));
+            Some(stamp)
+        }
     }
-}
-
-/// Loads the persisted port table; a missing file is an empty table. A corrupt file is an
-/// error: silently starting over would move every repo's published ports.
-pub fn load_ports(path: &Path) -> Result<PortTable> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{}: corrupt port allocation table; fix it, or move it away to let every \
-                 allocation be made afresh",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PortTable::default()),
-        Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
-    }
-}
-
-/// Writes the port table atomically (`atomic_file`): a crash at any point leaves the old or
-/// the new table, never a torn one.
-pub fn save_ports(path: &Path, table: &PortTable) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(table)?;
-    bytes.push(b'\n');
-    crate::atomic_file::write(path, &bytes, None)
-        .with_context(|| format!("{}: cannot save port allocations", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::port_allocation::PortAllocation;
 
     #[test]
     fn listen_must_be_loopback() {
@@ -454,30 +483,5 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(&bad).is_err());
-    }
-
-    #[test]
-    fn port_table_round_trip_and_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(PORTS_FILE);
-        assert_eq!(load_ports(&path).unwrap(), PortTable::default());
-        let table = PortTable {
-            allocations: vec![PortAllocation {
-                protocol: "tcp".into(),
-                port: 10000,
-                entrypoint: "tcp-10000".into(),
-                network_id: 2816,
-                service: "db".into(),
-                target: 5432,
-                preferred: 0,
-            }],
-        };
-        save_ports(&path, &table).unwrap();
-        assert_eq!(load_ports(&path).unwrap(), table);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temp file left behind");
-        std::fs::write(&path, "{not json").unwrap();
-        let e = format!("{:#}", load_ports(&path).unwrap_err());
-        assert!(e.contains("corrupt port allocation table"), "{e}");
     }
 }

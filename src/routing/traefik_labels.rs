@@ -1095,6 +1095,15 @@ pub fn parse_duration(s: &str) -> Option<String> {
     Some(format_duration(nanos))
 }
 
+/// A duration as paerser reads it (an integer is seconds, else Go's `time.ParseDuration`), in
+/// nanoseconds.
+pub fn duration_nanos(s: &str) -> Option<i128> {
+    match parse_int(s) {
+        Some(secs) => Some(i128::from(secs) * 1_000_000_000),
+        None => go_parse_duration(s),
+    }
+}
+
 fn format_duration(nanos: i128) -> String {
     for (div, unit) in [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")] {
         if nanos % div == 0 {

@@ -3,7 +3,7 @@
 //! and a tiny HTTP client. Everything started here is stopped by a drop guard, also when an
 //! assertion fails.
 //!
-//! Isolation: these tests only use network IDs 2944, 3008 and 3072 (the other IDs' loopback
+//! Isolation: these tests only use network IDs 2944, 3008, 3072, 3712, 3776 and 3840 (the other IDs' loopback
 //! blocks belong to other test suites on the same machine), and hold an exclusive lock on
 //! [`LOCK_FILE`] for their whole run, so two runs never bind the same service IPs.
 
@@ -119,8 +119,9 @@ impl Daemon {
     /// Starts the daemon and imports the busybox test image into it.
     pub fn start(sandbox: &Sandbox, n: u32) -> Daemon {
         assert!(
-            [2944, 3008, 3072].contains(&n),
-            "route server tests use networks 2944, 3008, 3072 only"
+            [2944, 3008, 3072, 3712, 3776, 3840].contains(&n),
+            "route server tests use networks 2944, 3008, 3072 (and 3712, 3776, 3840 for the \
+             tenant isolation corpus) only"
         );
         let mut d = Daemon {
             network_id: n,

@@ -1,0 +1,422 @@
+//! Stage 3 of route building: what each repository may claim across the shared proxy.
+//!
+//! - **Hosts** ([`judge_hosts`]): every HTTP and TCP router's rule is parsed with Traefik's
+//!   grammar (`rule`), every branch must be confined to host names, and every name (and every
+//!   `tls.domains` entry) must be the repository's under the ownership rules (`ownership`).
+//! - **Ports** ([`judge_ports`]): the entrypoints of `traefik.tcp`/`traefik.udp` routers and
+//!   the `rediacc.tcp_ports`/`udp_ports` forwards are allocated together (`port_allocation`),
+//!   oldest container first; a label router whose entrypoint is held by another repository is
+//!   refused, a forward moves to the dynamic range or is reported.
+//! - **Leftovers** ([`drop_orphans`]): a refused router leaves nothing of its own behind.
+//!
+//! Routers are judged oldest first (the creation time of the oldest container defining them),
+//! so among new claims the first repository to ask wins; recorded claims win over new ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::addresses::NetworkId;
+use crate::routing::build::{FORWARD_SUFFIX, RouteSettings};
+use crate::routing::fragment::{Fragment, normalize, server_service};
+use crate::routing::merge::{Obj, Origin, Owner, Proto, Published, add_object};
+use crate::routing::ownership::{self, HostClaim, HostRules, HostTable};
+use crate::routing::port_allocation::{self, ENTRYPOINT_CLAIM, PortLimits, PortTable, RequestKey};
+use crate::routing::rule::{self, HostScope, Protocol};
+use crate::routing::traefik_labels::Value;
+
+/// A router taken out, and why (an entry of `/health`'s `refused`).
+fn refusal(
+    proto: Proto,
+    name: &str,
+    o: &Origin,
+    rule: Option<&str>,
+    reason: &str,
+    owner: Option<u32>,
+) -> serde_json::Value {
+    let mut v = json!({
+        "kind": format!("{} router", proto.as_str()),
+        "network_id": o.network_id,
+        "object": name,
+        "containers": o.containers.iter().collect::<Vec<_>>(),
+        "reason": reason,
+    });
+    if let Some(r) = rule {
+        v["rule"] = r.into();
+    }
+    if let Some(owner) = owner {
+        v["owner"] = owner.into();
+    }
+    v
+}
+
+/// Routers of `protos`, oldest claim first (then network, then name: deterministic).
+fn by_age(published: &Published, protos: &[Proto]) -> Vec<(Proto, String)> {
+    let mut out: Vec<(i64, NetworkId, Proto, String)> = protos
+        .iter()
+        .flat_map(|p| {
+            published.section_ref(*p).routers.keys().map(move |n| {
+                let o = &published.origins[&(*p, Obj::Router, n.clone())];
+                (o.created, o.network_id, *p, n.clone())
+            })
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, _, p, n)| (p, n)).collect()
+}
+
+/// The host scopes a router asks for: its rule's, plus its `tls.domains`.
+fn router_scopes(proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, String> {
+    let rule_text = router.get_str("rule").unwrap_or("");
+    let syntax = rule::rule_syntax(router.get_str("ruleSyntax"))?;
+    let protocol = if proto == Proto::Http {
+        Protocol::Http
+    } else {
+        Protocol::Tcp
+    };
+    let expr = rule::parse(rule_text, protocol, syntax).map_err(|e| format!("rule: {e}"))?;
+    let mut scopes = rule::host_scopes(&expr, protocol)?;
+    if let Some(Value::List(domains)) = router.get("tls").and_then(|t| t.get("domains")) {
+        for d in domains {
+            let names = d
+                .get_str("main")
+                .map(str::to_string)
+                .into_iter()
+                .chain(d.get_list("sans"));
+            for name in names {
+                let scope = match name.strip_prefix("*.") {
+                    Some(s) => HostScope::Suffix(
+                        rule::canonical_host(s)
+                            .map_err(|e| format!("tls.domains `{name}`: {e}"))?,
+                    ),
+                    None => HostScope::Exact(
+                        rule::canonical_host(&name)
+                            .map_err(|e| format!("tls.domains `{name}`: {e}"))?,
+                    ),
+                };
+                scopes.insert(scope);
+            }
+        }
+    }
+    Ok(scopes)
+}
+
+/// Judges every HTTP and TCP router's hosts; removes the refused ones. Returns the claims
+/// table after this build (previous claims plus the new ones).
+pub fn judge_hosts(
+    published: &mut Published,
+    settings: &RouteSettings,
+    previous: &HostTable,
+    refused: &mut Vec<serde_json::Value>,
+    removed: &mut Vec<(Proto, String, Value)>,
+) -> HostTable {
+    let mut table = previous.clone();
+    let rules = HostRules {
+        policy: &settings.host_policy,
+        auto: settings.auto_hosts.as_ref(),
+    };
+    for (proto, name) in by_age(published, &[Proto::Http, Proto::Tcp]) {
+        let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
+        let router = &published.section_ref(proto).routers[&name];
+        let rule_text = router.get_str("rule").unwrap_or("").to_string();
+        let n = o.network_id.get();
+        let verdict = router_scopes(proto, router)
+            .map_err(|e| (e, None))
+            .and_then(|scopes| {
+                let mut new_claims = Vec::new();
+                for scope in &scopes {
+                    // HostSNI(`*`) is judged with the entrypoint, which the repository must
+                    // hold alone (judge_ports).
+                    if proto == Proto::Tcp && *scope == HostScope::Any {
+                        continue;
+                    }
+                    match ownership::judge(scope, n, &rules, &table) {
+                        Ok(Some(host)) => new_claims.push(host),
+                        Ok(None) => {}
+                        Err(r) => return Err((r.reason, r.owner)),
+                    }
+                }
+                Ok(new_claims)
+            });
+        match verdict {
+            Ok(new_claims) => {
+                for host in new_claims {
+                    table.hosts.entry(host).or_insert(HostClaim {
+                        network_id: n,
+                        since: o.created,
+                        router: name.clone(),
+                    });
+                }
+            }
+            Err((reason, owner)) => {
+                if let Some(r) = published.section(proto).routers.remove(&name) {
+                    removed.push((proto, name.clone(), r));
+                }
+                refused.push(refusal(proto, &name, &o, Some(&rule_text), &reason, owner));
+            }
+        }
+    }
+    table
+}
+
+fn entrypoint_port(ep: &str, proto: &str) -> Option<u16> {
+    ep.strip_prefix(proto)?.strip_prefix('-')?.parse().ok()
+}
+
+/// Allocates the label routers' entrypoints and the port forwards together, oldest first;
+/// removes label routers that cannot have their entrypoint and adds the forward objects.
+/// Returns the port table after this build.
+#[allow(clippy::too_many_arguments)]
+pub fn judge_ports(
+    published: &mut Published,
+    fragments: &[Fragment],
+    settings: &RouteSettings,
+    previous: &PortTable,
+    refused: &mut Vec<serde_json::Value>,
+    conflicts: &mut Vec<serde_json::Value>,
+    removed: &mut Vec<(Proto, String, Value)>,
+) -> PortTable {
+    let limits = PortLimits {
+        tcp_entrypoint_ports: settings.tcp_entrypoint_ports.clone(),
+        udp_entrypoint_ports: settings.udp_entrypoint_ports.clone(),
+        dynamic_range: settings.dynamic_range,
+        dynamic_quota: settings.dynamic_port_quota,
+    };
+    // (age, network, order within) → request; the forward's fragment or the router's name.
+    enum Asker<'a> {
+        Router(Proto, String),
+        Forward(&'a Fragment),
+    }
+    let mut asks: Vec<((i64, NetworkId, u8), RequestKey, Asker)> = Vec::new();
+    for (proto, name) in by_age(published, &[Proto::Tcp, Proto::Udp]) {
+        let o = &published.origins[&(proto, Obj::Router, name.clone())];
+        let router = &published.section_ref(proto).routers[&name];
+        for ep in router.get_list("entryPoints") {
+            if let Some(p) = entrypoint_port(&ep, proto.as_str()) {
+                asks.push((
+                    (o.created, o.network_id, 0),
+                    RequestKey {
+                        protocol: proto.as_str().into(),
+                        network_id: o.network_id.get(),
+                        service: ENTRYPOINT_CLAIM.into(),
+                        target: 0,
+                        preferred: p,
+                    },
+                    Asker::Router(proto, name.clone()),
+                ));
+            }
+        }
+    }
+    for frag in fragments {
+        for (proto, spec) in &frag.ports {
+            asks.push((
+                (frag.created, frag.network_id, 1),
+                RequestKey {
+                    protocol: proto.to_string(),
+                    network_id: frag.network_id.get(),
+                    service: frag.service.clone(),
+                    target: spec.target,
+                    preferred: spec.published,
+                },
+                Asker::Forward(frag),
+            ));
+        }
+    }
+    asks.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let keys: Vec<RequestKey> = asks.iter().map(|(_, k, _)| k.clone()).collect();
+    let allocation = port_allocation::allocate(previous, &keys, &limits);
+    let refused_keys: BTreeMap<&RequestKey, &String> =
+        allocation.refused.iter().map(|(k, why)| (k, why)).collect();
+    let moved_keys: BTreeMap<&RequestKey, &String> =
+        allocation.moved.iter().map(|(k, why)| (k, why)).collect();
+
+    let mut reported: BTreeSet<RequestKey> = BTreeSet::new();
+    for (_, key, asker) in &asks {
+        match asker {
+            Asker::Router(proto, name) => {
+                let Some(why) = refused_keys.get(key) else {
+                    continue;
+                };
+                let Some(o) = published
+                    .origins
+                    .get(&(*proto, Obj::Router, name.clone()))
+                    .cloned()
+                else {
+                    continue;
+                };
+                if let Some(r) = published.section(*proto).routers.remove(name) {
+                    let (_, holder) = holder_of(&allocation.table, key);
+                    refused.push(refusal(
+                        *proto,
+                        name,
+                        &o,
+                        None,
+                        &format!("entrypoint `{}-{}`: {why}", key.protocol, key.preferred),
+                        holder,
+                    ));
+                    removed.push((*proto, name.clone(), r));
+                }
+            }
+            Asker::Forward(frag) => {
+                let describe = |reason: &str| {
+                    json!({
+                        "kind": format!("{} port", key.protocol),
+                        "network_id": key.network_id,
+                        "service": key.service,
+                        "target": key.target,
+                        "preferred": key.preferred,
+                        "containers": [frag.container],
+                        "reason": reason,
+                    })
+                };
+                if reported.insert(key.clone()) {
+                    if let Some(why) = refused_keys.get(key) {
+                        conflicts.push(describe(why));
+                    }
+                    if let Some(why) = moved_keys.get(key) {
+                        conflicts.push(describe(why));
+                    }
+                }
+                if let Some(&port) = allocation.granted.get(key) {
+                    add_forward(published, frag, key, port);
+                }
+            }
+        }
+    }
+    allocation.table
+}
+
+/// The allocation holding a refused claim's port, for the report.
+fn holder_of(table: &PortTable, key: &RequestKey) -> (Option<String>, Option<u32>) {
+    match table.holder(&key.protocol, key.preferred) {
+        Some(a) if a.network_id != key.network_id => (Some(a.service.clone()), Some(a.network_id)),
+        _ => (None, None),
+    }
+}
+
+/// The router and service of one granted port forward.
+fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, port: u16) {
+    let proto = if key.protocol == "tcp" {
+        Proto::Tcp
+    } else {
+        Proto::Udp
+    };
+    let name = format!(
+        "{}-{}-{}-{port}-{FORWARD_SUFFIX}",
+        normalize(&frag.service),
+        frag.network_id,
+        key.protocol
+    );
+    let mut router = Value::empty_map();
+    router.set(
+        "entryPoints",
+        Value::str_list([format!("{}-{port}", key.protocol)]),
+    );
+    if proto == Proto::Tcp {
+        router.set("rule", Value::Str("HostSNI(`*`)".into()));
+    }
+    router.set("service", Value::Str(name.clone()));
+    let service = server_service("address", format!("{}:{}", frag.service_ip, key.target));
+    let owner = Owner {
+        network_id: frag.network_id,
+        container: &frag.container,
+        tier: 1,
+        created: frag.created,
+    };
+    let mut to_delete = BTreeSet::new();
+    for (obj, value) in [(Obj::Router, router), (Obj::Service, service)] {
+        add_object(
+            published,
+            &mut to_delete,
+            (proto, obj, name.clone()),
+            value,
+            &owner,
+        );
+    }
+    for (proto, obj, name) in to_delete {
+        crate::routing::merge::section_map(published.section(proto), obj).remove(&name);
+    }
+}
+
+/// Removes the services and middlewares that only refused routers used, so a refused router
+/// leaves nothing of its own behind. Objects some surviving router (or middleware chain) still
+/// uses stay; objects no refused router used are left alone (Traefik keeps unused services).
+pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String, Value)]) {
+    for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+        let mut candidates: BTreeSet<(Obj, String)> = BTreeSet::new();
+        for (p, _, r) in refused_routers {
+            if *p != proto {
+                continue;
+            }
+            if let Some(s) = r.get_str("service") {
+                candidates.insert((Obj::Service, s.to_string()));
+            }
+            let mut pending = r.get_list("middlewares");
+            while let Some(m) = pending.pop() {
+                if !candidates.insert((Obj::Middleware, m.clone())) {
+                    continue;
+                }
+                if let Some(chain) = published
+                    .section_ref(proto)
+                    .middlewares
+                    .get(&m)
+                    .and_then(|v| v.get("chain"))
+                {
+                    pending.extend(chain.get_list("middlewares"));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            continue;
+        }
+        let section = published.section_ref(proto);
+        let mut used: BTreeSet<(Obj, String)> = BTreeSet::new();
+        let mut stack: Vec<(Obj, String)> = Vec::new();
+        for r in section.routers.values() {
+            if let Some(s) = r.get_str("service") {
+                stack.push((Obj::Service, s.to_string()));
+            }
+            for m in r.get_list("middlewares") {
+                stack.push((Obj::Middleware, m));
+            }
+        }
+        while let Some(item) = stack.pop() {
+            if !used.insert(item.clone()) {
+                continue;
+            }
+            let (obj, name) = item;
+            match obj {
+                Obj::Middleware => {
+                    if let Some(m) = section.middlewares.get(&name) {
+                        if let Some(chain) = m.get("chain") {
+                            stack.extend(
+                                chain
+                                    .get_list("middlewares")
+                                    .into_iter()
+                                    .map(|m| (Obj::Middleware, m)),
+                            );
+                        }
+                        if let Some(s) = m.get("errors").and_then(|e| e.get_str("service")) {
+                            stack.push((Obj::Service, s.to_string()));
+                        }
+                    }
+                }
+                Obj::Service => {
+                    if let Some(s) = section.services.get(&name) {
+                        stack.extend(
+                            s.get_list("middlewares")
+                                .into_iter()
+                                .map(|m| (Obj::Middleware, m)),
+                        );
+                    }
+                }
+                Obj::Router => {}
+            }
+        }
+        for (obj, name) in candidates {
+            if !used.contains(&(obj, name.clone())) {
+                crate::routing::merge::section_map(published.section(proto), obj).remove(&name);
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Stage 2 of route building: merging the containers' fragments into one configuration with
+//! Traefik's merge rule (`pkg/provider/configuration.go`): an object defined by several
+//! containers survives only when every definition is equal (services: equal but for their
+//! servers, which are pooled). Objects are namespaced per repository before they get here, so
+//! a merge never crosses repositories.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::addresses::NetworkId;
+use crate::routing::fragment::Fragment;
+use crate::routing::traefik_labels::{Section, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Proto {
+    Http,
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http => "http",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Obj {
+    Router,
+    Service,
+    Middleware,
+}
+
+impl Obj {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Obj::Router => "router",
+            Obj::Service => "service",
+            Obj::Middleware => "middleware",
+        }
+    }
+}
+
+pub fn section_map(s: &mut Section, obj: Obj) -> &mut BTreeMap<String, Value> {
+    match obj {
+        Obj::Router => &mut s.routers,
+        Obj::Service => &mut s.services,
+        Obj::Middleware => &mut s.middlewares,
+    }
+}
+
+/// Who defined a published object.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub network_id: NetworkId,
+    pub containers: BTreeSet<String>,
+    pub tier: u8,
+    /// Creation time (Unix seconds) of the oldest container defining it: the age of its claims.
+    pub created: i64,
+}
+
+/// The published configuration while it is being assembled.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub http: Section,
+    pub tcp: Section,
+    pub udp: Section,
+    pub origins: BTreeMap<(Proto, Obj, String), Origin>,
+}
+
+impl Published {
+    pub fn section(&mut self, p: Proto) -> &mut Section {
+        match p {
+            Proto::Http => &mut self.http,
+            Proto::Tcp => &mut self.tcp,
+            Proto::Udp => &mut self.udp,
+        }
+    }
+
+    pub fn section_ref(&self, p: Proto) -> &Section {
+        match p {
+            Proto::Http => &self.http,
+            Proto::Tcp => &self.tcp,
+            Proto::Udp => &self.udp,
+        }
+    }
+}
+
+/// Traefik's service merge: load balancers equal in everything but their servers merge, the
+/// servers de-duplicated by `url`/`address`. Defaults Traefik fills in are compared as set.
+fn merge_service(existing: &mut Value, other: &Value, proto: Proto) -> bool {
+    let (Some(a), Some(b)) = (existing.get("loadBalancer"), other.get("loadBalancer")) else {
+        return *existing == *other;
+    };
+    let comparable = |lb: &Value| {
+        let mut lb = lb.clone();
+        lb.remove("servers");
+        if proto == Proto::Http {
+            for (k, v) in [
+                ("passHostHeader", Value::Bool(true)),
+                ("strategy", Value::Str("wrr".into())),
+            ] {
+                if lb.get(k).is_none() {
+                    lb.set(k, v);
+                }
+            }
+            if lb.get("responseForwarding").is_none() {
+                let mut rf = Value::empty_map();
+                rf.set("flushInterval", Value::Str("100ms".into()));
+                lb.set("responseForwarding", rf);
+            }
+        }
+        lb
+    };
+    if comparable(a) != comparable(b) {
+        return false;
+    }
+    let key = if proto == Proto::Http {
+        "url"
+    } else {
+        "address"
+    };
+    let new_servers = match b.get("servers") {
+        Some(Value::List(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let lb = existing.get_mut("loadBalancer").expect("checked above");
+    if !matches!(lb.get("servers"), Some(Value::List(_))) {
+        lb.set("servers", Value::List(Vec::new()));
+    }
+    if let Some(Value::List(servers)) = lb.get_mut("servers") {
+        for s in new_servers {
+            if !servers.iter().any(|x| x.get(key) == s.get(key)) {
+                servers.push(s);
+            }
+        }
+    }
+    true
+}
+
+/// Adds one object to the published configuration with Traefik's merge rule: services merge
+/// when only their servers differ; routers and middlewares must be equal; otherwise every copy
+/// is removed at the end.
+pub fn add_object(
+    published: &mut Published,
+    to_delete: &mut BTreeSet<(Proto, Obj, String)>,
+    key: (Proto, Obj, String),
+    value: Value,
+    owner: &Owner,
+) {
+    let (proto, obj, name) = key.clone();
+    let origin = published.origins.entry(key.clone()).or_insert(Origin {
+        network_id: owner.network_id,
+        containers: BTreeSet::new(),
+        tier: owner.tier,
+        created: owner.created,
+    });
+    origin.containers.insert(owner.container.to_string());
+    origin.created = origin.created.min(owner.created);
+    let map = section_map(published.section(proto), obj);
+    match map.get_mut(&name) {
+        None => {
+            map.insert(name, value);
+        }
+        Some(existing) => {
+            let merged = match obj {
+                Obj::Service => merge_service(existing, &value, proto),
+                _ => *existing == value,
+            };
+            if !merged {
+                to_delete.insert(key);
+            }
+        }
+    }
+}
+
+/// Who adds an object: the container and its repository.
+pub struct Owner<'a> {
+    pub network_id: NetworkId,
+    pub container: &'a str,
+    pub tier: u8,
+    pub created: i64,
+}
+
+/// Merges the fragments in Traefik's order (`<default name>-<id>`; repositories never share
+/// names). Objects whose definitions disagree are removed and reported in `conflicts`.
+pub fn merge(fragments: &mut [Fragment], conflicts: &mut Vec<serde_json::Value>) -> Published {
+    fragments.sort_by(|a, b| (a.network_id, &a.merge_key).cmp(&(b.network_id, &b.merge_key)));
+    let mut published = Published::default();
+    let mut to_delete: BTreeSet<(Proto, Obj, String)> = BTreeSet::new();
+    for frag in fragments.iter() {
+        for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+            let src = match proto {
+                Proto::Http => &frag.http,
+                Proto::Tcp => &frag.tcp,
+                Proto::Udp => &frag.udp,
+            };
+            for obj in [Obj::Router, Obj::Service, Obj::Middleware] {
+                let objects = match obj {
+                    Obj::Router => &src.routers,
+                    Obj::Service => &src.services,
+                    Obj::Middleware => &src.middlewares,
+                };
+                for (name, value) in objects {
+                    add_object(
+                        &mut published,
+                        &mut to_delete,
+                        (proto, obj, name.clone()),
+                        value.clone(),
+                        &Owner {
+                            network_id: frag.network_id,
+                            container: &frag.container,
+                            tier: frag.tier,
+                            created: frag.created,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    for key in &to_delete {
+        let (proto, obj, name) = key;
+        section_map(published.section(*proto), *obj).remove(name);
+        let origin = published.origins.get(key).cloned();
+        conflicts.push(serde_json::json!({
+            "kind": format!("{} {}", proto.as_str(), obj.as_str()),
+            "network_id": origin.as_ref().map(|o| o.network_id.get()),
+            "object": name,
+            "containers": origin.map(|o| o.containers.into_iter().collect::<Vec<_>>()).unwrap_or_default(),
+            "reason": "defined by several containers with different configurations: removed (Traefik's merge rule)",
+        }));
+    }
+    published
+}
