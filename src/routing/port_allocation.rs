@@ -429,6 +429,100 @@ pub fn parse_port_list(value: &str) -> Result<Vec<PortSpec>, String> {
 mod tests {
     use super::*;
 
+    fn req(n: u32, service: &str, target: u16, preferred: u16) -> RequestKey {
+        RequestKey {
+            protocol: "tcp".into(),
+            network_id: n,
+            service: service.into(),
+            target,
+            preferred,
+        }
+    }
+
+    fn limits(quota: usize) -> PortLimits {
+        PortLimits {
+            tcp_entrypoint_ports: [5432].into_iter().chain(10000..=10003).collect(),
+            udp_entrypoint_ports: BTreeSet::new(),
+            dynamic_range: (10000, 10003),
+            dynamic_quota: quota,
+        }
+    }
+
+    #[test]
+    fn a_held_port_never_passes_to_another_repository() {
+        let first = allocate(
+            &PortTable::default(),
+            &[req(2816, "db", 5432, 5432)],
+            &limits(2),
+        );
+        // 2816 is down (no request); 2880 asks for 5432 and for more than the whole range.
+        let mut asks = vec![req(2880, "db", 5432, 5432)];
+        asks.extend((1..=6).map(|t| req(2880, &format!("s{t}"), t, 0)));
+        let second = allocate(&first.table, &asks, &limits(8));
+        assert_eq!(second.table.holder("tcp", 5432).unwrap().network_id, 2816);
+        assert_eq!(
+            second.granted[&asks[0]], 10000,
+            "moved to the dynamic range"
+        );
+        assert!(second.moved[0].1.contains("held by network 2816"));
+        assert_eq!(
+            second.table.allocations.len(),
+            5,
+            "5432 + the four dynamic ports"
+        );
+        assert!(
+            second
+                .refused
+                .iter()
+                .all(|(_, why)| why.contains("is full"))
+        );
+    }
+
+    #[test]
+    fn the_dynamic_range_has_a_quota_per_repository() {
+        let asks: Vec<RequestKey> = (1..=3)
+            .map(|t| req(2880, &format!("s{t}"), t, 0))
+            .chain([req(2816, "web", 80, 0)])
+            .collect();
+        let a = allocate(&PortTable::default(), &asks, &limits(2));
+        assert_eq!(a.granted.len(), 3);
+        assert!(a.granted.contains_key(&asks[3]), "2816 still gets a port");
+        assert!(a.refused[0].1.contains("quota of 2"), "{:?}", a.refused);
+        // A renamed service takes over its own repository's stale port once at the quota.
+        let renamed = vec![req(2880, "s1", 1, 0), req(2880, "renamed", 2, 0)];
+        let b = allocate(&a.table, &renamed, &limits(2));
+        assert_eq!(b.granted[&renamed[1]], a.granted[&asks[1]]);
+    }
+
+    #[test]
+    fn entrypoint_claims_get_their_port_or_nothing() {
+        let claim = |n| RequestKey {
+            protocol: "tcp".into(),
+            network_id: n,
+            service: ENTRYPOINT_CLAIM.into(),
+            target: 0,
+            preferred: 5432,
+        };
+        let a = allocate(
+            &PortTable::default(),
+            &[claim(2816), claim(2880)],
+            &limits(2),
+        );
+        assert_eq!(a.granted.len(), 1);
+        assert!(a.refused[0].1.contains("router is not published"));
+        assert_eq!(a.table.allocations.len(), 1);
+    }
+
+    #[test]
+    fn every_port_asked_for_gets_a_quota_and_reasons() {
+        // 65,535 requests of one repository (compose's `1-65535`): the quota, the rest refused
+        // with a reason each. (The route server bounds a container's requests before this.)
+        let asks: Vec<RequestKey> = (1..=65535).map(|t| req(2816, "all", t, 0)).collect();
+        let a = allocate(&PortTable::default(), &asks, &limits(4));
+        assert_eq!(a.granted.len(), 4);
+        assert_eq!(a.refused.len(), 65531);
+    }
+
     #[test]
     fn port_lists() {
         let spec = |published, target| PortSpec { published, target };
