@@ -521,6 +521,29 @@ fn hostile_labels_are_refused_and_every_other_tenant_keeps_being_served() {
         }
         attacker.run_service(name, &format!("t{i}"), 4, &l, &[], &sleeper());
     }
+    // Another repository's host as a TCP SNI name, on a port of the attacker's own.
+    attacker.run_service(
+        "a-sni",
+        "sni",
+        9,
+        &labels(&[
+            ("traefik.enable", "true"),
+            (
+                "traefik.tcp.routers.sni.rule",
+                "HostSNI(`SHOP.test.example.`)",
+            ),
+            ("traefik.tcp.routers.sni.entrypoints", "tcp-3306"),
+            ("traefik.tcp.routers.sni.tls.passthrough", "true"),
+            ("traefik.tcp.services.sni.loadbalancer.server.port", "8080"),
+        ]),
+        &[],
+        &sleeper(),
+    );
+    // Aliases of the victim's daemon planted in the socket folder.
+    let padded = sb.sockets.path().join("docker-03712.sock");
+    let alias = sb.sockets.path().join("docker-3904.sock");
+    std::os::unix::fs::symlink(&victim.socket, &padded).unwrap();
+    std::os::unix::fs::symlink(&victim.socket, &alias).unwrap();
     // Ports: the victim's 5432 (moves to the dynamic range), more dynamic ports than the quota,
     // and 65535 port requests in one label (refused at the bound, without slowing anyone).
     attacker.run_service(
@@ -615,6 +638,22 @@ fn hostile_labels_are_refused_and_every_other_tenant_keeps_being_served() {
         expect_refused(&rs, ATTACKER, what, why);
     }
     expect_refused(&rs, ATTACKER, "a-allports", "more than 64 ports");
+    expect_refused(&rs, ATTACKER, "sni-3776", "held by network 3712");
+    wait_for("both socket aliases ignored", LONG, || {
+        let h = rs.json("/health");
+        let ignored = h["ignored_sockets"].to_string();
+        let daemons = h["daemons"].to_string();
+        if ignored.contains("docker-03712.sock")
+            && ignored.contains("docker-3904.sock")
+            && !daemons.contains("3904")
+        {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
+    });
+    let listing = rs.json("/routes.json").to_string();
+    assert!(!listing.contains("\"network_id\":3904"), "{listing}");
     let ports = rs.json("/ports");
     let tcp: Vec<&serde_json::Value> = ports["tcp"].as_array().unwrap().iter().collect();
     let held = |n: u32| tcp.iter().filter(|a| a["network_id"] == n).count();
@@ -722,6 +761,18 @@ fn hostile_labels_are_refused_and_every_other_tenant_keeps_being_served() {
         &web(aip(8), 8080, "attacker-late"),
     );
     expect_refused(&rs, ATTACKER, "late-3776", "held by network 3712");
+    let p = rs.json("/ports");
+    let holder_5432 = p["tcp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["port"] == 5432)
+        .map(|a| a["network_id"].clone());
+    assert_eq!(
+        holder_5432,
+        Some(VICTIM.into()),
+        "5432 waits for its owner: {p}"
+    );
     let (code, body) = get_via(http, "shop.test.example").unwrap();
     assert_ne!(
         code, 200,
