@@ -62,6 +62,11 @@ pub struct Settings {
     pub traefik_api_address: Option<String>,
     /// Multi-tenant rules of route building: host grants, allow-lists, bounds.
     pub routing: crate::routing::tenancy::TenancySettings,
+    /// Seconds a departed container keeps its routes while a replacement starts (redeploys).
+    pub redeploy_grace_seconds: u64,
+    /// File the route server also writes the dynamic configuration to (atomically, on every
+    /// change), for Traefik's file provider to pick up at once; none → HTTP polling only.
+    pub dynamic_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -86,6 +91,8 @@ impl Default for Settings {
             traefik_dir: "/etc/rediacc/traefik".into(),
             traefik_api_address: None,
             routing: Default::default(),
+            redeploy_grace_seconds: 10,
+            dynamic_file: None,
         }
     }
 }

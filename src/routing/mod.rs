@@ -12,6 +12,7 @@ pub mod http_api;
 pub mod merge;
 pub mod ownership;
 pub mod port_allocation;
+pub mod redeploy;
 pub mod render;
 pub mod rule;
 pub mod server;

@@ -9,7 +9,7 @@
 //! publishes a half-empty configuration that Traefik would apply and then undo.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,25 @@ use crate::routing::build::{self as routes, Claims, Container, RouteSettings};
 use crate::routing::claims_store::{ClaimsStore, Stamp};
 use crate::routing::discovery::{self, Discovery};
 use crate::routing::http_api::{self, AppState, Published};
+use crate::routing::redeploy::Lingering;
 
 /// Longest wait at startup for the first listing of every daemon before serving anyway.
 pub const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+/// What the builder task owns besides the shared state.
+struct Builder {
+    settings: RouteSettings,
+    store: ClaimsStore,
+    lingering: Lingering,
+    dynamic_file: Option<PathBuf>,
+}
+
+/// Replaces the dynamic configuration file atomically, so Traefik's file provider never reads
+/// a half-written document.
+fn write_dynamic_file(path: &Path, body: &[u8]) -> Result<()> {
+    crate::atomic_file::write(path, body, Some(0o644))
+        .with_context(|| format!("{}: cannot write the dynamic configuration", path.display()))
+}
+
 /// How often the builder looks for an operator's change of the claims files.
 const CLAIMS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub use crate::routing::claims_store::PORTS_FILE;
@@ -78,6 +94,15 @@ pub struct RouteServerArgs {
     /// The dynamic TCP port range, `FIRST-LAST` [settings: dynamic_range; default 10000-10010].
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_range)]
     pub dynamic_range: Option<(u16, u16)>,
+    /// Seconds a container that went away keeps its routes while its replacement starts
+    /// (a redeploy); 0 turns it off [settings: redeploy_grace_seconds; default 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub redeploy_grace: Option<u64>,
+    /// Also write the dynamic configuration to this file on every change (atomic replace), for
+    /// Traefik's file provider: Traefik learns a change at once instead of at the next poll
+    /// [settings: dynamic_file].
+    #[arg(long, value_name = "FILE")]
+    pub dynamic_file: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -105,6 +130,8 @@ pub struct Config {
     pub socket_dir: PathBuf,
     pub state_dir: PathBuf,
     pub routes: RouteSettings,
+    pub redeploy_grace: Duration,
+    pub dynamic_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -157,12 +184,20 @@ impl Config {
                 s.dynamic_range
             );
         }
+        if let Some(v) = a.redeploy_grace {
+            s.redeploy_grace_seconds = v;
+        }
+        if let Some(v) = a.dynamic_file {
+            s.dynamic_file = Some(v);
+        }
         let listen = parse_listen(&s.listen)?;
         Ok(Config {
             listen,
             socket_dir: s.socket_dir.clone(),
             state_dir: s.state_dir.clone(),
             routes: RouteSettings::from_settings(&s)?,
+            redeploy_grace: Duration::from_secs(s.redeploy_grace_seconds),
+            dynamic_file: s.dynamic_file.clone(),
         })
     }
 }
@@ -240,7 +275,12 @@ pub async fn serve(
     let first = build_snapshot(&discovery, &config.routes, &claims).await?;
     let container_count = first.1.len();
     let first_claims = claims_of(&first.0);
-    let state = AppState::new(Published::new(first.0, 0), discovery.clone());
+    let first_published = Published::new(first.0, 0);
+    if let Some(path) = &config.dynamic_file {
+        // At startup a failure is fatal: a wrong path should be seen at once.
+        write_dynamic_file(path, &first_published.routes_yaml)?;
+    }
+    let state = AppState::new(first_published, discovery.clone());
     let stamp = persist(&state, &store, &claims, &first_claims, stamp)
         .await
         .unwrap_or_default();
@@ -257,8 +297,12 @@ pub async fn serve(
     let builder = tokio::spawn(builder_loop(
         state.clone(),
         first.1,
-        config.routes.clone(),
-        store,
+        Builder {
+            settings: config.routes.clone(),
+            store,
+            lingering: Lingering::new(config.redeploy_grace),
+            dynamic_file: config.dynamic_file.clone(),
+        },
         stamp,
     ));
     let result = axum::serve(listener, http_api::router(state))
@@ -302,19 +346,32 @@ fn claims_of(snapshot: &routes::Snapshot) -> Claims {
 async fn builder_loop(
     state: Arc<AppState>,
     mut last_containers: Vec<Container>,
-    settings: RouteSettings,
-    store: ClaimsStore,
+    builder: Builder,
     mut stamp: Stamp,
 ) {
+    let Builder {
+        settings,
+        store,
+        mut lingering,
+        dynamic_file,
+    } = builder;
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
     let mut claims = claims_of(&state.current().snapshot);
+    let mut last_live = last_containers.clone();
     loop {
+        let wake = lingering
+            .next_expiry()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(CLAIMS_CHECK_INTERVAL)
+            .min(CLAIMS_CHECK_INTERVAL);
         tokio::select! {
             _ = discovery.changed() => {}
-            _ = tokio::time::sleep(CLAIMS_CHECK_INTERVAL) => {}
+            _ = tokio::time::sleep(wake) => {}
         }
-        let containers = discovery.containers();
+        let live = discovery.containers();
+        let containers = lingering.effective(&last_live, &live, Instant::now());
+        last_live = live;
         let external_change = store.stamp() != stamp;
         if external_change {
             match store.load() {
@@ -359,7 +416,7 @@ async fn builder_loop(
                 // A bug in route building must not stop the server; keep serving the last one
                 // until the container set changes again.
                 tracing::error!("route building panicked: {e}; keeping the previous snapshot");
-                last_containers = discovery.containers();
+                last_containers = last_live.clone();
                 continue;
             }
         };
@@ -378,6 +435,19 @@ async fn builder_loop(
         }
         generation = next_generation;
         let changed_yaml = published.routes_yaml != previous.routes_yaml;
+        if changed_yaml && let Some(path) = &dynamic_file {
+            let (path, body) = (path.clone(), published.routes_yaml.clone());
+            let written =
+                tokio::task::spawn_blocking(move || write_dynamic_file(&path, &body)).await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("{e:#}");
+                    state.set_state_error(Some(format!("{e:#}")));
+                }
+                Err(e) => tracing::error!("writing the dynamic file panicked: {e}"),
+            }
+        }
         state.publish(published);
         tracing::debug!(
             "snapshot {generation}: {} containers, built in {:?} (routes::build {:?}){}",

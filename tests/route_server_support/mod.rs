@@ -119,9 +119,9 @@ impl Daemon {
     /// Starts the daemon and imports the busybox test image into it.
     pub fn start(sandbox: &Sandbox, n: u32) -> Daemon {
         assert!(
-            [2944, 3008, 3072, 3712, 3776, 3840].contains(&n),
+            [2944, 3008, 3072, 3712, 3776, 3840, 3968].contains(&n),
             "route server tests use networks 2944, 3008, 3072 (and 3712, 3776, 3840 for the \
-             tenant isolation corpus) only"
+             tenant isolation corpus, 3968 for redeploys) only"
         );
         let mut d = Daemon {
             network_id: n,
