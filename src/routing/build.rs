@@ -184,71 +184,145 @@ pub fn build(
     )
 }
 
-/// Builds the snapshot. `previous` holds the persisted claims; port allocations and host
-/// claims are kept stable across builds and restarts.
+/// Builds the snapshot from scratch. `previous` holds the persisted claims; port allocations
+/// and host claims are kept stable across builds and restarts.
 pub fn build_with(
     containers: &[Container],
     settings: &RouteSettings,
     previous: &Claims,
 ) -> Snapshot {
-    let mut rejected = Vec::new();
-    let mut refused = Vec::new();
-    let mut conflicts = Vec::new();
-    let mut fragments = fragments(containers, settings, &mut rejected, &mut conflicts);
-    let mut published = merge::merge(&mut fragments, &mut conflicts);
-    let mut removed = Vec::new();
-    let hosts = claims::judge_hosts(
-        &mut published,
-        settings,
-        &previous.hosts,
-        &mut refused,
-        &mut removed,
-    );
-    let ports = claims::judge_ports(
-        &mut published,
-        &fragments,
-        settings,
-        &previous.ports,
-        &mut refused,
-        &mut conflicts,
-        &mut removed,
-    );
-    claims::drop_orphans(&mut published, &removed);
-    let (routes_yaml, routes_json, router_count, service_count) = render_published(&published);
-    let auto_routes_note = auto_routes_note(settings);
-    Snapshot {
-        routes_yaml,
-        routes_json,
-        router_count,
-        service_count,
-        auto_routes_enabled: auto_routes_note.is_none(),
-        auto_routes_note,
-        rejected,
-        refused,
-        conflicts,
-        ports,
-        hosts,
+    RouteBuilder::default().build(containers, settings, previous)
+}
+
+/// A route builder that remembers what it built: a rebuild decodes only the containers that
+/// changed, parses only new rules and renders only changed objects; merging, judging claims
+/// and assembling the output run over everything (they are linear and cheap next to the
+/// rest). Its output always equals [`build_with`]'s for the same input (a property test
+/// checks random change sequences). The caches hold only what the last build used.
+#[derive(Debug, Default)]
+pub struct RouteBuilder {
+    settings: Option<RouteSettings>,
+    fragments: std::collections::HashMap<FragmentKey, CachedFragment>,
+    scopes: claims::ScopeCache,
+    render: render::RenderCache,
+}
+
+/// Containers are told apart by daemon, ID and name: IDs are unique per daemon only.
+type FragmentKey = (NetworkId, String, String);
+
+fn fragment_key(c: &Container) -> FragmentKey {
+    (c.network_id, c.id.clone(), c.name.clone())
+}
+
+/// A container's stage-1 outcome, kept with the container it was computed from.
+#[derive(Debug)]
+struct CachedFragment {
+    container: Container,
+    outcome: Result<Option<fragment::Fragment>, String>,
+    notes: Vec<serde_json::Value>,
+    used: bool,
+}
+
+impl RouteBuilder {
+    /// Builds the snapshot of `containers`, reusing what did not change since the last build.
+    pub fn build(
+        &mut self,
+        containers: &[Container],
+        settings: &RouteSettings,
+        previous: &Claims,
+    ) -> Snapshot {
+        if self.settings.as_ref() != Some(settings) {
+            *self = RouteBuilder {
+                settings: Some(settings.clone()),
+                ..RouteBuilder::default()
+            };
+        }
+        let mut rejected = Vec::new();
+        let mut refused = Vec::new();
+        let mut conflicts = Vec::new();
+        self.refresh_fragments(containers, settings);
+        let mut fragments =
+            collect_fragments(&self.fragments, containers, &mut rejected, &mut conflicts);
+        let mut published = merge::merge(&mut fragments, &mut conflicts);
+        let mut removed = Vec::new();
+        let hosts = claims::judge_hosts(
+            &mut published,
+            settings,
+            &previous.hosts,
+            &mut self.scopes,
+            &mut refused,
+            &mut removed,
+        );
+        let ports = claims::judge_ports(
+            &mut published,
+            &fragments,
+            settings,
+            &previous.ports,
+            &mut refused,
+            &mut conflicts,
+            &mut removed,
+        );
+        claims::drop_orphans(&mut published, &removed);
+        let (routes_yaml, routes_json, router_count, service_count) =
+            render_published(&published, &mut self.render);
+        let auto_routes_note = auto_routes_note(settings);
+        Snapshot {
+            routes_yaml,
+            routes_json,
+            router_count,
+            service_count,
+            auto_routes_enabled: auto_routes_note.is_none(),
+            auto_routes_note,
+            rejected,
+            refused,
+            conflicts,
+            ports,
+            hosts,
+        }
+    }
+
+    /// Stage 1 for the containers that are new or changed; forgets the ones that are gone.
+    fn refresh_fragments(&mut self, containers: &[Container], settings: &RouteSettings) {
+        for c in containers {
+            let key = fragment_key(c);
+            match self.fragments.get_mut(&key) {
+                Some(cached) if cached.container == *c => cached.used = true,
+                _ => {
+                    let mut notes = Vec::new();
+                    let outcome = fragment::fragment(c, settings, &mut notes);
+                    self.fragments.insert(
+                        key,
+                        CachedFragment {
+                            container: c.clone(),
+                            outcome,
+                            notes,
+                            used: true,
+                        },
+                    );
+                }
+            }
+        }
+        self.fragments.retain(|_, f| std::mem::take(&mut f.used));
     }
 }
 
-/// Stage 1 over every container, in a fixed order (input order must not matter).
-fn fragments(
+/// The fragments in a fixed order (input order must not matter), with the rejections and
+/// notes of stage 1.
+fn collect_fragments<'a>(
+    cache: &'a std::collections::HashMap<FragmentKey, CachedFragment>,
     containers: &[Container],
-    settings: &RouteSettings,
     rejected: &mut Vec<serde_json::Value>,
     conflicts: &mut Vec<serde_json::Value>,
-) -> Vec<fragment::Fragment> {
+) -> Vec<&'a fragment::Fragment> {
     let mut sorted: Vec<&Container> = containers.iter().collect();
     sorted.sort_by(|a, b| (a.network_id, &a.name, &a.id).cmp(&(b.network_id, &b.name, &b.id)));
     let mut out = Vec::new();
     for c in sorted {
-        let mut notes = Vec::new();
-        match fragment::fragment(c, settings, &mut notes) {
-            Ok(Some(f)) => {
-                conflicts.extend(notes);
-                out.push(f);
-            }
-            Ok(None) => conflicts.extend(notes),
+        let cached = &cache[&fragment_key(c)];
+        conflicts.extend(cached.notes.iter().cloned());
+        match &cached.outcome {
+            Ok(Some(f)) => out.push(f),
+            Ok(None) => {}
             Err(reason) => rejected.push(serde_json::json!({
                 "network_id": c.network_id,
                 "container": c.name,
@@ -273,8 +347,11 @@ fn auto_routes_note(settings: &RouteSettings) -> Option<String> {
 }
 
 /// Stage 4: the YAML document, the JSON listing, and the counts.
-fn render_published(published: &Published) -> (String, serde_json::Value, usize, usize) {
-    let mut doc = BTreeMap::new();
+fn render_published(
+    published: &Published,
+    cache: &mut render::RenderCache,
+) -> (String, serde_json::Value, usize, usize) {
+    let mut sections: render::Sections = Vec::new();
     let mut router_count = 0;
     let mut service_count = 0;
     let mut json = serde_json::Map::new();
@@ -282,19 +359,14 @@ fn render_published(published: &Published) -> (String, serde_json::Value, usize,
         let s = published.section_ref(proto);
         router_count += s.routers.len();
         service_count += s.services.len();
-        let mut m = BTreeMap::new();
-        for (field, objects) in [
-            ("middlewares", &s.middlewares),
-            ("routers", &s.routers),
-            ("services", &s.services),
-        ] {
-            if !objects.is_empty() {
-                m.insert(field.to_string(), Value::Map(objects.clone()));
-            }
-        }
-        if !m.is_empty() {
-            doc.insert(proto.as_str().to_string(), Value::Map(m));
-        }
+        sections.push((
+            proto.as_str(),
+            vec![
+                ("middlewares", &s.middlewares),
+                ("routers", &s.routers),
+                ("services", &s.services),
+            ],
+        ));
         let list = s
             .routers
             .iter()
@@ -302,7 +374,7 @@ fn render_published(published: &Published) -> (String, serde_json::Value, usize,
             .collect();
         json.insert(proto.as_str().into(), serde_json::Value::Array(list));
     }
-    let routes_yaml = render::to_yaml(&Value::Map(doc));
+    let routes_yaml = cache.to_yaml(&sections);
     (
         routes_yaml,
         serde_json::Value::Object(json),

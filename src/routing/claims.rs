@@ -65,6 +65,38 @@ fn by_age(published: &Published, protos: &[Proto]) -> Vec<(Proto, String)> {
     out.into_iter().map(|(_, _, p, n)| (p, n)).collect()
 }
 
+/// What the scopes of a router depend on: protocol, rule, syntax and `tls.domains`.
+type ScopeKey = (Proto, Option<Value>, Option<Value>, Option<Value>);
+
+/// Parsed rules by what they depend on, so a rebuild parses only new or changed rules. Entries
+/// not used by a build are dropped at its end, so the cache follows the live routers.
+#[derive(Debug, Default)]
+pub struct ScopeCache {
+    entries: BTreeMap<ScopeKey, (Result<BTreeSet<HostScope>, String>, bool)>,
+}
+
+impl ScopeCache {
+    fn scopes(&mut self, proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, String> {
+        let key = (
+            proto,
+            router.get("rule").cloned(),
+            router.get("ruleSyntax").cloned(),
+            router.get("tls").and_then(|t| t.get("domains")).cloned(),
+        );
+        let entry = self
+            .entries
+            .entry(key)
+            .or_insert_with(|| (router_scopes(proto, router), false));
+        entry.1 = true;
+        entry.0.clone()
+    }
+
+    /// Drops the entries the last build did not use.
+    fn sweep(&mut self) {
+        self.entries.retain(|_, (_, used)| std::mem::take(used));
+    }
+}
+
 /// The host scopes a router asks for: its rule's, plus its `tls.domains`.
 fn router_scopes(proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, String> {
     let rule_text = router.get_str("rule").unwrap_or("");
@@ -107,6 +139,7 @@ pub fn judge_hosts(
     published: &mut Published,
     settings: &RouteSettings,
     previous: &HostTable,
+    cache: &mut ScopeCache,
     refused: &mut Vec<serde_json::Value>,
     removed: &mut Vec<(Proto, String, Value)>,
 ) -> HostTable {
@@ -120,7 +153,8 @@ pub fn judge_hosts(
         let router = &published.section_ref(proto).routers[&name];
         let rule_text = router.get_str("rule").unwrap_or("").to_string();
         let n = o.network_id.get();
-        let verdict = router_scopes(proto, router)
+        let verdict = cache
+            .scopes(proto, router)
             .map_err(|e| (e, None))
             .and_then(|scopes| {
                 let mut new_claims = Vec::new();
@@ -156,6 +190,7 @@ pub fn judge_hosts(
             }
         }
     }
+    cache.sweep();
     table
 }
 
@@ -169,7 +204,7 @@ fn entrypoint_port(ep: &str, proto: &str) -> Option<u16> {
 #[allow(clippy::too_many_arguments)]
 pub fn judge_ports(
     published: &mut Published,
-    fragments: &[Fragment],
+    fragments: &[&Fragment],
     settings: &RouteSettings,
     previous: &PortTable,
     refused: &mut Vec<serde_json::Value>,

@@ -187,7 +187,7 @@ pub struct Owner<'a> {
 
 /// Merges the fragments in Traefik's order (`<default name>-<id>`; repositories never share
 /// names). Objects whose definitions disagree are removed and reported in `conflicts`.
-pub fn merge(fragments: &mut [Fragment], conflicts: &mut Vec<serde_json::Value>) -> Published {
+pub fn merge(fragments: &mut [&Fragment], conflicts: &mut Vec<serde_json::Value>) -> Published {
     fragments.sort_by(|a, b| (a.network_id, &a.merge_key).cmp(&(b.network_id, &b.merge_key)));
     let mut published = Published::default();
     let mut to_delete: BTreeSet<(Proto, Obj, String)> = BTreeSet::new();

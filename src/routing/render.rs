@@ -30,6 +30,68 @@ pub fn to_yaml(doc: &Value) -> String {
     out
 }
 
+/// One rendered object: its value and its text at the depth of `http.routers.<name>`.
+type RenderedObject = (Value, String, bool);
+
+/// Rendered objects by (protocol, kind, name), reused while their value is unchanged, so a
+/// rebuild renders only what changed. Entries a render did not use are dropped after it.
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    objects: std::collections::BTreeMap<(String, String, String), RenderedObject>,
+}
+
+/// A document of `protocol → kind → name → object`, the shape of `/routes.yaml`.
+pub type Sections<'a> = Vec<(
+    &'a str,
+    Vec<(&'a str, &'a std::collections::BTreeMap<String, Value>)>,
+)>;
+
+impl RenderCache {
+    /// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
+    /// protocols left out), reusing the text of unchanged objects.
+    pub fn to_yaml(&mut self, sections: &Sections) -> String {
+        let mut out = String::new();
+        for (proto, kinds) in sections {
+            let kinds: Vec<_> = kinds
+                .iter()
+                .filter(|(_, objects)| !objects.is_empty())
+                .collect();
+            if kinds.is_empty() {
+                continue;
+            }
+            out.push_str(&quote(proto));
+            out.push_str(":\n");
+            for (kind, objects) in kinds {
+                indent(&mut out, 1);
+                out.push_str(&quote(kind));
+                out.push_str(":\n");
+                for (name, value) in objects.iter() {
+                    let key = (proto.to_string(), kind.to_string(), name.clone());
+                    let entry = self
+                        .objects
+                        .entry(key)
+                        .or_insert_with(|| (Value::Bool(false), String::new(), false));
+                    if entry.0 != *value || entry.1.is_empty() {
+                        let mut text = String::new();
+                        indent(&mut text, 2);
+                        text.push_str(&quote(name));
+                        text.push(':');
+                        write_value_after_indicator(&mut text, value, 3);
+                        *entry = (value.clone(), text, true);
+                    }
+                    entry.2 = true;
+                    out.push_str(&entry.1);
+                }
+            }
+        }
+        self.objects.retain(|_, (_, _, used)| std::mem::take(used));
+        if out.is_empty() {
+            out.push_str("{}\n");
+        }
+        out
+    }
+}
+
 /// A double-quoted scalar whose text is exactly `s` for any YAML parser.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
