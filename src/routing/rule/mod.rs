@@ -161,6 +161,49 @@ pub enum HostScope {
     Any,
 }
 
+impl HostScope {
+    /// Whether the scope holds `host` (compared after [`canonical_host`]; false when `host` is
+    /// not a host name).
+    pub fn contains(&self, host: &str) -> bool {
+        let Ok(host) = canonical_host(host) else {
+            return false;
+        };
+        match self {
+            HostScope::Any => true,
+            HostScope::Exact(name) => host == *name,
+            HostScope::Suffix(domain) => is_below(&host, domain),
+        }
+    }
+
+    /// Whether some host name lies in both scopes.
+    pub fn overlaps(&self, other: &HostScope) -> bool {
+        use HostScope::*;
+        match (self, other) {
+            (Any, _) | (_, Any) => true,
+            (Exact(a), Exact(b)) => a == b,
+            (Exact(name), Suffix(domain)) | (Suffix(domain), Exact(name)) => is_below(name, domain),
+            (Suffix(a), Suffix(b)) => a == b || is_below(a, b) || is_below(b, a),
+        }
+    }
+}
+
+/// Whether `name` is strictly below `domain` (both canonical).
+fn is_below(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain)
+        .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+}
+
+/// `example.com`, `*.example.com` (any depth below) or `*`.
+impl fmt::Display for HostScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostScope::Exact(name) => f.write_str(name),
+            HostScope::Suffix(domain) => write!(f, "*.{domain}"),
+            HostScope::Any => f.write_str("*"),
+        }
+    }
+}
+
 /// Parses `rule` as Traefik does for a router of this protocol and syntax.
 pub fn parse(rule: &str, protocol: Protocol, syntax: Syntax) -> Result<Expr, RuleError> {
     if rule.len() > MAX_RULE_LEN {

@@ -605,6 +605,31 @@ fn bounds_are_errors_not_crashes() {
 }
 
 #[test]
+fn host_scope_membership_and_overlap() {
+    let (a, below, any) = (
+        exact("a.example.com"),
+        suffix("example.com"),
+        HostScope::Any,
+    );
+    assert!(a.contains("A.Example.com."));
+    assert!(below.contains("x.y.example.com"));
+    assert!(!below.contains("example.com"));
+    assert!(!below.contains("evilexample.com"));
+    assert!(!below.contains("*.example.com"));
+    assert!(any.contains("anything.org"));
+    assert!(a.overlaps(&below) && below.overlaps(&a));
+    assert!(suffix("shop.example.com").overlaps(&below));
+    assert!(!exact("example.com").overlaps(&below));
+    assert!(!suffix("xample.com").overlaps(&below));
+    assert!(!exact("b.example.com").overlaps(&a));
+    assert!(any.overlaps(&a));
+    assert_eq!(
+        [a, below, any].map(|s| s.to_string()),
+        ["a.example.com", "*.example.com", "*"].map(String::from)
+    );
+}
+
+#[test]
 fn rule_syntax_label() {
     assert_eq!(rule_syntax(None), Ok(Syntax::V3));
     assert_eq!(rule_syntax(Some("v3")), Ok(Syntax::V3));
