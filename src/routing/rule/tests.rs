@@ -1091,3 +1091,53 @@ proptest! {
         }
     }
 }
+
+/// Regexps and hosts over one small alphabet, so that random hosts often match random regexps.
+fn regexp_like() -> impl Strategy<Value = String> {
+    let pieces = vec![
+        "^", "$", r"\.", ".", "[a-z]+", "[a-z]*", "(?i)", "(?:", "(", ")", "|", "?", "+", "*",
+        "example", "com", "a", "b", "k", "K", ".*", r"\z", "[.]", r"\x2e", "[ab]", "{1,2}", "(?m)",
+        r"\b", "-", "[^.]+",
+    ];
+    proptest::collection::vec(prop::sample::select(pieces), 1..12).prop_map(|v| v.concat())
+}
+
+fn host_like() -> impl Strategy<Value = String> {
+    let pieces = vec![
+        "a", "b", "example", "com", ".", ".", "k", "evil", "K", "-", "\u{212a}",
+    ];
+    proptest::collection::vec(prop::sample::select(pieces), 0..8).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn confined_regexps_match_only_inside_their_scopes(
+        pattern in regexp_like(),
+        hosts in proptest::collection::vec(host_like(), 1..24),
+    ) {
+        let expr = m("HostRegexp", &[&pattern]);
+        if let Ok(scopes) = host_scopes(&expr, HTTP) {
+            let mut eval = Evaluator::new(HTTP);
+            let mut hosts = hosts;
+            // The scopes' own names, and their look-alikes, are the likeliest to go wrong.
+            for scope in &scopes {
+                if let HostScope::Exact(name) | HostScope::Suffix(name) = scope {
+                    let swapped = |from: char, to: &str| name.replacen(from, to, 1);
+                    for name in [name.clone(), swapped('a', "b"), swapped('b', "a"),
+                                 swapped('.', "x"), swapped('k', "K")] {
+                        hosts.extend([format!("x{name}"), format!("x.{name}"),
+                                      format!("{name}.x"), format!(".{name}"), name]);
+                    }
+                }
+            }
+            for host in &hosts {
+                if eval.matches(&expr, host, &mut || false) {
+                    prop_assert!(in_scopes(host, scopes.iter()),
+                        "`{}` matches {:?}, outside {:?}", pattern, host, scopes);
+                }
+            }
+        }
+    }
+}
