@@ -6,7 +6,8 @@
 //!   breaks): whatever renet accepts, Traefik parses too.
 //! - Host semantics: for rules renet confines, every Host header Traefik routes to the router
 //!   lies in the scopes `host_scopes` returned, and the exact hosts really are routed; for the
-//!   attacks renet refuses, Traefik really routes a foreign host to them.
+//!   attacks renet refuses, Traefik really routes a foreign host to them. The same for TCP
+//!   routers and the SNI of TLS handshakes (curl; passthrough to counting backends).
 
 mod route_server_support;
 
@@ -614,4 +615,191 @@ fn random_rules_agree_with_traefik() {
         "renet refuses rules Traefik builds:\n{}",
         stricter.join("\n")
     );
+}
+
+/// TCP rules renet confines.
+const CONFINED_TCP: &[(Syntax, &str)] = &[
+    (Syntax::V3, "HostSNI(`example.com`)"),
+    (Syntax::V3, "hostsni(`Example.COM.`)"),
+    (Syntax::V3, "HostSNI(`*.example.com`)"),
+    (Syntax::V3, r"HostSNIRegexp(`^[a-z]+\.example\.com$`)"),
+    (
+        Syntax::V3,
+        "HostSNI(`example.com`) && !ClientIP(`10.0.0.0/8`)",
+    ),
+    (Syntax::V3, "HostSNI(`*`)"),
+    (Syntax::V2, "HostSNI(`example.com`, `www.example.com`)"),
+    (Syntax::V2, "HostSNIRegexp(`{sub:[a-z]+}.example.com`)"),
+];
+
+/// TCP rules renet refuses, and a foreign SNI Traefik routes to them.
+const ATTACKS_TCP: &[(Syntax, &str, &str)] = &[
+    (
+        Syntax::V3,
+        "HostSNI(`a.example.com`) || ClientIP(`127.0.0.1`)",
+        "victim.org",
+    ),
+    (
+        Syntax::V3,
+        r"HostSNIRegexp(`[a-z]+\.example\.com`)",
+        "a.example.com.victim.org",
+    ),
+    (
+        Syntax::V3,
+        r"HostSNIRegexp(`^[a-z]*example\.com$`)",
+        "victimexample.com",
+    ),
+];
+
+const SNI_PROBES: &[&str] = &[
+    "example.com",
+    "www.example.com",
+    "a.example.com",
+    "x.y.example.com",
+    "evilexample.com",
+    "a.example.com.evil.org",
+    "a.example.com.victim.org",
+    "victimexample.com",
+    "victim.org",
+];
+
+/// A backend that counts and drops the connections Traefik forwards to it.
+struct Backend {
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend {
+    fn start() -> Backend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Backend { port, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Starts a TLS handshake with `sni` on `port` (curl; it fails, nobody answers TLS).
+fn hello(sni: &str, port: u16) {
+    let _ = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "3", "-o", "/dev/null", "--resolve"])
+        .arg(format!("{sni}:{port}:127.0.0.1"))
+        .arg(format!("https://{sni}:{port}/"))
+        .output()
+        .expect("run curl");
+}
+
+#[test]
+fn traefik_routes_only_sni_names_inside_the_scopes() {
+    let mut rules: Vec<(Syntax, &str, Option<BTreeSet<HostScope>>)> = Vec::new();
+    for (syntax, text) in CONFINED_TCP {
+        let expr = rule::parse(text, Protocol::Tcp, *syntax).unwrap_or_else(|e| panic!("{e}"));
+        let scopes = rule::host_scopes(&expr, Protocol::Tcp).unwrap_or_else(|e| panic!("{e}"));
+        rules.push((*syntax, text, Some(scopes)));
+    }
+    for (syntax, text, _) in ATTACKS_TCP {
+        let verdict = rule::parse(text, Protocol::Tcp, *syntax)
+            .map_err(|e| e.to_string())
+            .and_then(|expr| rule::host_scopes(&expr, Protocol::Tcp));
+        assert!(verdict.is_err(), "{text} must be refused, got {verdict:?}");
+        rules.push((*syntax, text, None));
+    }
+    // One entrypoint and one backend per rule, so that rules never compete.
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = free_port();
+    let entry_ports: Vec<u16> = rules.iter().map(|_| free_port()).collect();
+    let backends: Vec<Backend> = rules.iter().map(|_| Backend::start()).collect();
+    let mut routers = serde_json::Map::new();
+    let mut services = serde_json::Map::new();
+    let mut entrypoints = String::new();
+    for (i, (syntax, text, _)) in rules.iter().enumerate() {
+        let syntax = if *syntax == Syntax::V2 { "v2" } else { "v3" };
+        routers.insert(
+            format!("t{i}"),
+            json!({"rule": text, "ruleSyntax": syntax, "entryPoints": [format!("tcp{i}")],
+                   "service": format!("b{i}"), "tls": {"passthrough": true}}),
+        );
+        services.insert(
+            format!("b{i}"),
+            json!({"loadBalancer": {"servers": [
+                {"address": format!("127.0.0.1:{}", backends[i].port)}]}}),
+        );
+        entrypoints.push_str(&format!(
+            "  tcp{i}:\n    address: \"127.0.0.1:{}\"\n",
+            entry_ports[i]
+        ));
+    }
+    let dynamic = dir.path().join("dynamic.yaml");
+    std::fs::write(
+        &dynamic,
+        json!({"tcp": {"routers": routers, "services": services}}).to_string(),
+    )
+    .unwrap();
+    let static_yaml = format!(
+        "entryPoints:\n{entrypoints}  traefik:\n    address: \"127.0.0.1:{api_port}\"\napi:\n  \
+         insecure: true\nproviders:\n  file:\n    filename: \"{}\"\nlog:\n  level: ERROR\n",
+        dynamic.display()
+    );
+    let traefik = Traefik::start(dir.path(), api_port, &static_yaml);
+    wait_for(
+        "Traefik to load the TCP routers",
+        Duration::from_secs(30),
+        || {
+            let raw = traefik.rawdata()?;
+            let loaded = raw["tcpRouters"].as_object().map_or(0, |r| r.len());
+            let healthy = raw["tcpRouters"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .all(|(_, r)| r["error"].is_null());
+            (loaded == rules.len() && healthy)
+                .then_some(())
+                .ok_or(format!("{loaded} routers loaded: {}", raw["tcpRouters"]))
+        },
+    );
+    for (i, (_, text, scopes)) in rules.iter().enumerate() {
+        let mut routed = Vec::new();
+        for sni in SNI_PROBES {
+            let before = backends[i].hits();
+            hello(sni, entry_ports[i]);
+            if backends[i].hits() > before {
+                routed.push(*sni);
+            }
+        }
+        match scopes {
+            Some(scopes) => {
+                for sni in &routed {
+                    assert!(
+                        in_scopes(sni, scopes),
+                        "Traefik routes SNI {sni} to `{text}`, outside {scopes:?}"
+                    );
+                }
+                for scope in scopes {
+                    if let HostScope::Exact(name) = scope {
+                        assert!(
+                            routed.contains(&name.as_str()),
+                            "`{text}` should route {name}"
+                        );
+                    }
+                }
+            }
+            None => {
+                let (_, _, foreign) = ATTACKS_TCP.iter().find(|(_, t, _)| t == text).unwrap();
+                assert!(
+                    routed.contains(foreign),
+                    "Traefik does not route SNI {foreign} to `{text}` (routed: {routed:?})"
+                );
+            }
+        }
+    }
 }
