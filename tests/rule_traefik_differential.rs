@@ -370,6 +370,8 @@ const CONFINED: &[(Syntax, &str)] = &[
         r"HostRegexp(`^[a-z]+\.a\.example$|^[0-9]+\.b\.example$`)",
     ),
     (Syntax::V3, r"HostRegexp(`^(a|b)\.example\.com\.?$`)"),
+    (Syntax::V3, r"HostRegexp(`^(?:[a-z]+\.)?example\.com$`)"),
+    (Syntax::V3, r"HostRegexp(`(?:^|\.)example\.com$`)"),
     (Syntax::V3, "!Path(`/nope`) && Host(`example.com`)"),
     (Syntax::V3, "Host(`a.example.com`) || Host(`b.example.com`)"),
     (Syntax::V3, "!(!Host(`a.example.com`) || Method(`POST`))"),
