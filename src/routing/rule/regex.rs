@@ -5,7 +5,8 @@
 //! search, on the lower-cased host. So a regexp is confined only when every alternative ends
 //! with `$` (end of text) right after a literal `.domain` (→ [`HostScope::Suffix`]), or is a
 //! literal between `^` and `$` (→ [`HostScope::Exact`]). What comes before `.domain` may be
-//! anything: a match still ends with `.domain`.
+//! anything: a match still ends with `.domain`. Alternations and optional groups are
+//! distributed and judged one alternative at a time.
 //!
 //! The regexp is parsed with `regex-syntax`, whose syntax is RE2's, the same family as Go's.
 //! Where the two read the same text differently, the regexp is refused: class set operations
