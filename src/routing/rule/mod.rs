@@ -139,8 +139,9 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-/// A parsed rule. `Display` prints it back in canonical spelling (the same `Expr` parses
-/// from it).
+/// A parsed rule. `Display` prints it in canonical spelling with the fewest parentheses; the
+/// text parses back to the same `Expr` in the syntax it came from (for v2 host templates, which
+/// are stored as regexps, in v3 syntax). It is meant for messages, not for publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     Matcher(Matcher),
