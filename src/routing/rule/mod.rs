@@ -140,8 +140,8 @@ impl fmt::Display for RuleError {
 impl std::error::Error for RuleError {}
 
 /// A parsed rule. `Display` prints it in canonical spelling with the fewest parentheses; the
-/// text parses back to the same `Expr` in the syntax it came from (for v2 host templates, which
-/// are stored as regexps, in v3 syntax). It is meant for messages, not for publishing.
+/// text parses back to the same `Expr` in the syntax it came from, except v2 host templates
+/// (stored as the regexps Traefik compiles). It is meant for messages, not for publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     Matcher(Matcher),
