@@ -1,7 +1,7 @@
 //! Which host names a parsed rule can match: canonical host names, and the host scopes of a
 //! rule computed over its disjunctive normal form.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::matchers::{self, Kind};
 use super::regex::regexp_scopes;
@@ -65,6 +65,8 @@ type Branches<'e> = Vec<Vec<Literal<'e>>>;
 pub fn host_scopes(expr: &Expr, protocol: Protocol) -> Result<BTreeSet<HostScope>, String> {
     let branches = dnf(expr, false, 0)?;
     let mut scopes = BTreeSet::new();
+    // A matcher shared by many branches (`H && (a || b) && ...`) is judged once.
+    let mut judged: HashSet<*const Matcher> = HashSet::new();
     for branch in &branches {
         let hosts: Vec<&Matcher> = branch
             .iter()
@@ -75,7 +77,9 @@ pub fn host_scopes(expr: &Expr, protocol: Protocol) -> Result<BTreeSet<HostScope
             return Err(unconfined(branch, branches.len(), protocol));
         }
         for matcher in hosts {
-            scopes.extend(matcher_scopes(matcher, protocol)?);
+            if judged.insert(matcher) {
+                scopes.extend(matcher_scopes(matcher, protocol)?);
+            }
         }
     }
     Ok(scopes)

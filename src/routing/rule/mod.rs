@@ -15,7 +15,7 @@
 //! operators fail at predicate or Traefik. Go's scanner rules apply: comments `//...` and
 //! `/*...*/`, whitespace, carriage returns dropped from raw strings, NUL and BOM illegal, and a
 //! line break after an identifier, string or `)` inserts a semicolon (so the rule must end
-//! there; see [`lexer`]).
+//! there; see `lexer.rs`).
 //!
 //! **Matcher names.** `NewParser` registers each name as written, lower-cased, UPPER-cased
 //! and `cases.Title` of the lower-cased name: `Host`, `host`, `HOST`; `HostRegexp`,
@@ -23,7 +23,7 @@
 //! other casing (`hostSNI`, `HoSt`) is accepted. Every spelling maps to the canonical name,
 //! which [`Matcher::name`] holds. `rules.CheckRule`: at least one argument, none empty.
 //!
-//! **Matchers and arguments** (see [`matchers`]): HTTP v3 `pkg/muxer/http/matcher.go`
+//! **Matchers and arguments** (see `matchers.rs`): HTTP v3 `pkg/muxer/http/matcher.go`
 //! (`expectNParameters`): `ClientIP`, `Method`, `Host`, `HostRegexp`, `Path`, `PathRegexp`,
 //! `PathPrefix` take 1, `Header`, `HeaderRegexp` 2, `Query`, `QueryRegexp` 1 or 2. HTTP v2
 //! `matcher_v2.go`: `Host`, `HostHeader`, `HostRegexp`, `ClientIP`, `Path`, `PathPrefix`,
@@ -55,11 +55,20 @@
 //! `hostSNIRegexpV2`/`preparePattern`): a template `{name:regexp}` (`{name}` = `[^.]+`)
 //! becomes `(?i)^literal(?P<v0>regexp)...$`, anchored and case-insensitive, matched against
 //! the request host without its port. The parser stores v2 templates as that regexp, so an
-//! [`Expr`] means the same whatever syntax it came from (see [`template`]).
+//! [`Expr`] means the same whatever syntax it came from (see `template.rs`).
+//!
+//! **Request side.** Go's HTTP server answers 400 to a Host header with non-ASCII bytes, so
+//! HTTP host names are ASCII by the time Traefik matches them; a TLS SNI is not checked that
+//! way, which is why `(?i)` letters in a regexp count with their Unicode folds (the Kelvin sign
+//! for `k`, the long s for `s`), as `strings.EqualFold` does for `HostSNI`.
+//!
+//! These findings are checked against the real Traefik (3.7) by
+//! `tests/rule_traefik_differential.rs`: matcher spellings and argument counts, layouts, random
+//! rules, and which Host headers and SNI names it routes to each rule.
 //!
 //! # What this module decides
 //! [`parse`] gives the [`Expr`] Traefik builds; [`host_scopes`] gives the host names every
-//! branch of it is confined to, refusing branches that are not (see [`regex`] for when a
+//! branch of it is confined to, refusing branches that are not (see `regex.rs` for when a
 //! regexp counts as confined).
 
 mod hosts;
@@ -130,8 +139,9 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-/// A parsed rule. `Display` prints it back in canonical spelling (the same `Expr` parses
-/// from it).
+/// A parsed rule. `Display` prints it in canonical spelling with the fewest parentheses; the
+/// text parses back to the same `Expr` in the syntax it came from, except v2 host templates
+/// (stored as the regexps Traefik compiles). It is meant for messages, not for publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     Matcher(Matcher),
@@ -159,6 +169,49 @@ pub enum HostScope {
     Suffix(String),
     /// Every name: only TCP `HostSNI(`*`)`.
     Any,
+}
+
+impl HostScope {
+    /// Whether the scope holds `host` (compared after [`canonical_host`]; false when `host` is
+    /// not a host name).
+    pub fn contains(&self, host: &str) -> bool {
+        let Ok(host) = canonical_host(host) else {
+            return false;
+        };
+        match self {
+            HostScope::Any => true,
+            HostScope::Exact(name) => host == *name,
+            HostScope::Suffix(domain) => is_below(&host, domain),
+        }
+    }
+
+    /// Whether some host name lies in both scopes.
+    pub fn overlaps(&self, other: &HostScope) -> bool {
+        use HostScope::*;
+        match (self, other) {
+            (Any, _) | (_, Any) => true,
+            (Exact(a), Exact(b)) => a == b,
+            (Exact(name), Suffix(domain)) | (Suffix(domain), Exact(name)) => is_below(name, domain),
+            (Suffix(a), Suffix(b)) => a == b || is_below(a, b) || is_below(b, a),
+        }
+    }
+}
+
+/// Whether `name` is strictly below `domain` (both canonical).
+fn is_below(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain)
+        .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+}
+
+/// `example.com`, `*.example.com` (any depth below) or `*`.
+impl fmt::Display for HostScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostScope::Exact(name) => f.write_str(name),
+            HostScope::Suffix(domain) => write!(f, "*.{domain}"),
+            HostScope::Any => f.write_str("*"),
+        }
+    }
 }
 
 /// Parses `rule` as Traefik does for a router of this protocol and syntax.

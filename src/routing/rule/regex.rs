@@ -5,7 +5,8 @@
 //! search, on the lower-cased host. So a regexp is confined only when every alternative ends
 //! with `$` (end of text) right after a literal `.domain` (→ [`HostScope::Suffix`]), or is a
 //! literal between `^` and `$` (→ [`HostScope::Exact`]). What comes before `.domain` may be
-//! anything: a match still ends with `.domain`.
+//! anything: a match still ends with `.domain`. Alternations and optional groups are
+//! distributed and judged one alternative at a time.
 //!
 //! The regexp is parsed with `regex-syntax`, whose syntax is RE2's, the same family as Go's.
 //! Where the two read the same text differently, the regexp is refused: class set operations
@@ -188,23 +189,60 @@ fn items_scopes(mut items: Vec<&Hir>, budget: &mut usize) -> Result<Vec<HostScop
              matches any host containing it; {HOW_TO}"
         ));
     }
-    let mut tails: Vec<Vec<u8>> = vec![Vec::new()];
+    tails_scopes(items, vec![Vec::new()], budget)
+}
+
+/// Walks `items` from the right, prepending literal pieces to `tails` (the literal ends
+/// collected so far), until the items run out, `^` is reached, or an item that is not a small
+/// literal language leaves anything possible before the tails. An alternation or optional
+/// group that is not literal is distributed: `^(?:[a-z]+\.)?example\.com$` is
+/// `^example\.com$` or `^[a-z]+\.example\.com$`.
+fn tails_scopes(
+    mut items: Vec<&Hir>,
+    mut tails: Vec<Vec<u8>>,
+    budget: &mut usize,
+) -> Result<Vec<HostScope>, String> {
     let mut anchored_start = false;
     while let Some(item) = items.pop() {
         if items.is_empty() && matches!(item.kind(), HirKind::Look(Look::Start)) {
             anchored_start = true;
             break;
         }
-        match literal_strings(item) {
-            Some(strings) => tails = prepend(&strings, &tails).ok_or_else(too_many)?,
-            // Anything may come before: what was collected must be a `.domain`.
-            None => break,
+        if let Some(strings) = literal_strings(item) {
+            tails = prepend(&strings, &tails).ok_or_else(too_many)?;
+            continue;
         }
+        if let Some(choices) = choices_of(item) {
+            let mut scopes = Vec::new();
+            for choice in choices {
+                *budget = budget.checked_sub(1).ok_or_else(too_many)?;
+                let mut distributed = items.clone();
+                distributed.extend(choice);
+                scopes.extend(tails_scopes(distributed, tails.clone(), budget)?);
+            }
+            return Ok(scopes);
+        }
+        // Anything may come before: what was collected must be a `.domain`.
+        break;
     }
     tails
         .iter()
         .map(|tail| tail_scope(tail, anchored_start))
         .collect()
+}
+
+/// The item lists an alternation or an optional item (`x?`) stands for.
+fn choices_of(hir: &Hir) -> Option<Vec<Vec<&Hir>>> {
+    if let Some(alternatives) = alternation_of(hir) {
+        return Some(alternatives.iter().map(flat_items).collect());
+    }
+    match hir.kind() {
+        HirKind::Repetition(rep) if rep.min == 0 && rep.max == Some(1) => {
+            Some(vec![Vec::new(), flat_items(&rep.sub)])
+        }
+        HirKind::Capture(capture) => choices_of(&capture.sub),
+        _ => None,
+    }
 }
 
 /// The alternatives of `hir` when it is an alternation (looking through groups).
@@ -437,6 +475,8 @@ mod tests {
             (r"^[a-z]+\.\x{e9}xample\.com$", "non-ASCII"),
             (r"^a{1001}\.example\.com$", "above 1000"),
             (r"^[a-z]+\.example\.com:8080$", "not a host name"),
+            (r"^(?:[a-z]+)?example\.com$", "evilexample.com"),
+            (r"(?:^|[a-z])example\.com$", "evilexample.com"),
         ];
         for (pattern, want) in cases {
             let err = scopes(pattern).expect_err(pattern);

@@ -605,6 +605,31 @@ fn bounds_are_errors_not_crashes() {
 }
 
 #[test]
+fn host_scope_membership_and_overlap() {
+    let (a, below, any) = (
+        exact("a.example.com"),
+        suffix("example.com"),
+        HostScope::Any,
+    );
+    assert!(a.contains("A.Example.com."));
+    assert!(below.contains("x.y.example.com"));
+    assert!(!below.contains("example.com"));
+    assert!(!below.contains("evilexample.com"));
+    assert!(!below.contains("*.example.com"));
+    assert!(any.contains("anything.org"));
+    assert!(a.overlaps(&below) && below.overlaps(&a));
+    assert!(suffix("shop.example.com").overlaps(&below));
+    assert!(!exact("example.com").overlaps(&below));
+    assert!(!suffix("xample.com").overlaps(&below));
+    assert!(!exact("b.example.com").overlaps(&a));
+    assert!(any.overlaps(&a));
+    assert_eq!(
+        [a, below, any].map(|s| s.to_string()),
+        ["a.example.com", "*.example.com", "*"].map(String::from)
+    );
+}
+
+#[test]
 fn rule_syntax_label() {
     assert_eq!(rule_syntax(None), Ok(Syntax::V3));
     assert_eq!(rule_syntax(Some("v3")), Ok(Syntax::V3));
@@ -1063,6 +1088,56 @@ proptest! {
     ) {
         if let Err(e) = check_sound(&expr, protocol, &extra) {
             return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
+/// Regexps and hosts over one small alphabet, so that random hosts often match random regexps.
+fn regexp_like() -> impl Strategy<Value = String> {
+    let pieces = vec![
+        "^", "$", r"\.", ".", "[a-z]+", "[a-z]*", "(?i)", "(?:", "(", ")", "|", "?", "+", "*",
+        "example", "com", "a", "b", "k", "K", ".*", r"\z", "[.]", r"\x2e", "[ab]", "{1,2}", "(?m)",
+        r"\b", "-", "[^.]+",
+    ];
+    proptest::collection::vec(prop::sample::select(pieces), 1..12).prop_map(|v| v.concat())
+}
+
+fn host_like() -> impl Strategy<Value = String> {
+    let pieces = vec![
+        "a", "b", "example", "com", ".", ".", "k", "evil", "K", "-", "\u{212a}",
+    ];
+    proptest::collection::vec(prop::sample::select(pieces), 0..8).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn confined_regexps_match_only_inside_their_scopes(
+        pattern in regexp_like(),
+        hosts in proptest::collection::vec(host_like(), 1..24),
+    ) {
+        let expr = m("HostRegexp", &[&pattern]);
+        if let Ok(scopes) = host_scopes(&expr, HTTP) {
+            let mut eval = Evaluator::new(HTTP);
+            let mut hosts = hosts;
+            // The scopes' own names, and their look-alikes, are the likeliest to go wrong.
+            for scope in &scopes {
+                if let HostScope::Exact(name) | HostScope::Suffix(name) = scope {
+                    let swapped = |from: char, to: &str| name.replacen(from, to, 1);
+                    for name in [name.clone(), swapped('a', "b"), swapped('b', "a"),
+                                 swapped('.', "x"), swapped('k', "K")] {
+                        hosts.extend([format!("x{name}"), format!("x.{name}"),
+                                      format!("{name}.x"), format!(".{name}"), name]);
+                    }
+                }
+            }
+            for host in &hosts {
+                if eval.matches(&expr, host, &mut || false) {
+                    prop_assert!(in_scopes(host, scopes.iter()),
+                        "`{}` matches {:?}, outside {:?}", pattern, host, scopes);
+                }
+            }
         }
     }
 }
