@@ -110,7 +110,7 @@ pub fn run(cmd: DaemonCommand) -> Result<u8> {
                         "{:<8} {:<8} {:<10} {:<10} {}",
                         d.network_id,
                         d.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                        if d.running { "running" } else { "stopped" },
+                        d.state.as_str(),
                         d.containers
                             .map(|c| c.to_string())
                             .unwrap_or_else(|| "-".into()),
@@ -145,14 +145,13 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
     // A stale socket or pidfile from a daemon that was killed (machine restart, session end)
     // would make dockerd refuse to start. A pidfile naming a live dockerd that does not answer
     // is a real problem, reported rather than overridden.
-    if paths.socket.exists() {
-        let _ = std::fs::remove_file(&paths.socket);
-    }
     if let Some(pid) = read_pid(&paths.pidfile) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if alive(pid) && comm.trim() == "dockerd" {
             bail!(
-                "dockerd for network {id} is running (pid {pid}, {}) but does not answer on {};                  stop it with `renet daemon stop --network-id {id}` or see {}",
+                "dockerd for network {id} is running (pid {pid}, {}) but does not answer on {}: \
+                 it hangs (stopped with SIGSTOP?) or its socket was deleted; stop it with \
+                 `renet daemon stop --network-id {id}` or see {}",
                 paths.pidfile.display(),
                 paths.socket.display(),
                 paths.log.display()
@@ -160,6 +159,10 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
         }
         let _ = std::fs::remove_file(&paths.pidfile);
     }
+    if paths.socket.exists() {
+        let _ = std::fs::remove_file(&paths.socket);
+    }
+    clear_stale_containerd(paths)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -222,6 +225,8 @@ pub fn stop(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()>
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     kill(Pid::from_raw(pid), Signal::SIGTERM).context("cannot signal dockerd")?;
+    // A daemon stopped with SIGSTOP would only see the SIGTERM once continued.
+    let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
     let deadline = Instant::now() + timeout;
     while alive(pid) {
         if Instant::now() > deadline {
@@ -243,10 +248,49 @@ pub struct DaemonStatus {
     pub network_id: u32,
     pub socket: String,
     pub pid: Option<i32>,
+    /// True when the daemon answered within [`STATUS_TIMEOUT`].
     pub running: bool,
+    /// `running`, `hung` (live pid, no answer in time), `no-socket` (live pid, socket
+    /// deleted), `stopped`.
+    pub state: DaemonState,
     pub containers: Option<u64>,
     pub containers_running: Option<u64>,
 }
+
+/// What `daemon status` can tell about one daemon from its pidfile, socket and `/info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonState {
+    Running,
+    Hung,
+    NoSocket,
+    Stopped,
+}
+
+impl DaemonState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonState::Running => "running",
+            DaemonState::Hung => "hung",
+            DaemonState::NoSocket => "no-socket",
+            DaemonState::Stopped => "stopped",
+        }
+    }
+
+    /// Judges a daemon from what was observed: a live pid without an answer is not "stopped".
+    pub fn judge(pid_alive: bool, socket_exists: bool, answered: bool) -> DaemonState {
+        match (answered, pid_alive, socket_exists) {
+            (true, _, _) => DaemonState::Running,
+            (false, true, true) => DaemonState::Hung,
+            (false, true, false) => DaemonState::NoSocket,
+            (false, false, _) => DaemonState::Stopped,
+        }
+    }
+}
+
+/// How long `daemon status` waits for each daemon's answer: a stopped (SIGSTOP) daemon
+/// accepts connections but never answers, and must not hang the listing.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every daemon that has a socket or a pidfile in the socket folder, by network ID.
 pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
@@ -270,17 +314,101 @@ pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
     for id in ids {
         let p = DaemonPaths::new(dirs, id);
         let pid = read_pid(&p.pidfile).filter(|p| alive(*p));
-        let info = http_get_json(&p.socket, "/info").ok();
+        let info = http_get_json_within(&p.socket, "/info", STATUS_TIMEOUT).ok();
+        let state = DaemonState::judge(pid.is_some(), p.socket.exists(), info.is_some());
         out.push(DaemonStatus {
             network_id: id.get(),
             socket: p.socket.display().to_string(),
             pid,
             running: info.is_some(),
+            state,
             containers: info.as_ref().and_then(|i| i["Containers"].as_u64()),
             containers_running: info.as_ref().and_then(|i| i["ContainersRunning"].as_u64()),
         });
     }
     Ok(out)
+}
+
+/// containerd's files below a daemon's exec-root (dockerd starts its own containerd there).
+fn containerd_dir(paths: &DaemonPaths) -> PathBuf {
+    paths.exec_root.join("containerd")
+}
+
+/// Clears what a crashed dockerd leaves of its containerd. After `kill -9` of dockerd, its
+/// containerd exits too, but its pidfile stays; the pid in it can be a zombie (a container's
+/// PID 1 that does not reap) or a reused pid, and dockerd then believes containerd still runs,
+/// waits for its socket and gives up after 15 s. Called only when our dockerd is not running
+/// (its pidfile names no live dockerd), so no containerd here belongs to a live daemon:
+/// - a live containerd started with *this* exec-root's config is an orphan: stopped
+///   (SIGTERM, SIGKILL after [`ORPHAN_STOP_TIMEOUT`]); its containers' shims keep running and
+///   the next containerd reconnects to them;
+/// - any other process at that pid (reused) is left alone; only the pidfile goes;
+/// - then the pidfile and containerd's sockets are removed.
+pub fn clear_stale_containerd(paths: &DaemonPaths) -> Result<()> {
+    let dir = containerd_dir(paths);
+    let pidfile = dir.join("containerd.pid");
+    if let Some(pid) = read_pid(&pidfile) {
+        let config = dir.join("containerd.toml");
+        if alive(pid) && is_containerd_with_config(pid, &config) {
+            tracing::info!(
+                "stopping the orphaned containerd {pid} of {}",
+                dir.display()
+            );
+            stop_pid(pid, ORPHAN_STOP_TIMEOUT);
+        }
+    }
+    for name in [
+        "containerd.pid",
+        "containerd.sock",
+        "containerd.sock.ttrpc",
+        "containerd-debug.sock",
+    ] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!("removed stale {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: cannot remove", path.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long an orphaned containerd gets to exit on SIGTERM.
+const ORPHAN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// True when `pid` runs containerd with exactly `--config <config>` (from `/proc/<pid>/cmdline`).
+fn is_containerd_with_config(pid: i32, config: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    let is_containerd = args
+        .first()
+        .and_then(|a| Path::new(std::str::from_utf8(a).ok()?).file_name())
+        .is_some_and(|n| n == "containerd");
+    let config = config.as_os_str().as_encoded_bytes();
+    is_containerd
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--config" && w[1] == config)
+}
+
+/// SIGTERM, then SIGKILL after `timeout`.
+fn stop_pid(pid: i32, timeout: Duration) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn read_pid(pidfile: &Path) -> Option<i32> {
@@ -303,9 +431,15 @@ pub fn ping(socket: &Path) -> bool {
 
 /// GET over a unix socket with HTTP/1.0 (the daemon closes the connection after the answer).
 pub fn http_get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>)> {
+    http_get_within(socket, path, Duration::from_secs(5))
+}
+
+/// [`http_get`] with its own bound on each read and write.
+pub fn http_get_within(socket: &Path, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
     let mut s = UnixStream::connect(socket)
         .with_context(|| format!("{}: cannot connect", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -323,7 +457,15 @@ pub fn http_get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>)> {
 }
 
 pub fn http_get_json(socket: &Path, path: &str) -> Result<serde_json::Value> {
-    let (code, body) = http_get(socket, path)?;
+    http_get_json_within(socket, path, Duration::from_secs(5))
+}
+
+pub fn http_get_json_within(
+    socket: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    let (code, body) = http_get_within(socket, path, timeout)?;
     if code != 200 {
         bail!("{}: GET {path} answered {code}", socket.display());
     }

@@ -5,6 +5,8 @@
 pub mod build;
 pub mod discovery;
 pub mod http_api;
+pub mod last_known;
+pub mod metrics;
 pub mod port_allocation;
 pub mod server;
 pub mod traefik_labels;

@@ -19,6 +19,7 @@ use crate::host::settings::Settings;
 use crate::routing::build::{self as routes, Container, RouteSettings};
 use crate::routing::discovery::{self, Discovery};
 use crate::routing::http_api::{self, AppState, Published};
+use crate::routing::last_known;
 use crate::routing::port_allocation::PortTable;
 
 /// Longest wait at startup for the first listing of every daemon before serving anyway.
@@ -77,6 +78,10 @@ pub struct RouteServerArgs {
     /// The dynamic TCP port range, `FIRST-LAST` [settings: dynamic_range; default 10000-10010].
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_range)]
     pub dynamic_range: Option<(u16, u16)>,
+    /// Folder of the repo daemons' data, where repositories are registered: a registered
+    /// repository whose daemon is missing makes `/health` degraded [default /var/lib/rediacc].
+    #[arg(long, env = "RENET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -103,6 +108,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub socket_dir: PathBuf,
     pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
     pub routes: RouteSettings,
 }
 
@@ -161,6 +167,9 @@ impl Config {
             listen,
             socket_dir: s.socket_dir.clone(),
             state_dir: s.state_dir.clone(),
+            data_dir: a
+                .data_dir
+                .unwrap_or_else(|| crate::host::daemons::DEFAULT_DATA_DIR.into()),
             routes: RouteSettings::from_settings(&s),
         })
     }
@@ -227,7 +236,12 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
-    let discovery = Discovery::new();
+    let last_known_path = config.state_dir.join(last_known::FILE);
+    let last_known = last_known::load(&last_known_path).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}; starting without last known containers");
+        Vec::new()
+    });
+    let discovery = Discovery::with_last_known(last_known);
     let watcher = discovery::start(discovery.clone(), config.socket_dir.clone()).await;
     let started = Instant::now();
     if !discovery.wait_initial_sync(INITIAL_SYNC_TIMEOUT).await {
@@ -238,7 +252,16 @@ pub async fn serve(
     }
     let first = build_snapshot(&discovery, &config.routes, &ports).await?;
     let container_count = first.1.len();
-    let state = AppState::new(Published::new(first.0, 0), discovery.clone());
+    let expected = crate::routing::http_api::Expected {
+        data_dir: config.data_dir.clone(),
+        socket_dir: config.socket_dir.clone(),
+    };
+    let state = AppState::with_expected(
+        Published::new(first.0, 0),
+        discovery.clone(),
+        Some(expected),
+    );
+    save_last_known(&last_known_path, &first.1).await;
     persist_if_changed(&state, &ports_path, &ports, &state.current().snapshot.ports).await;
     tracing::info!(
         "serving on http://{} ({} containers from {} daemons in {:?}; sockets in {}, state in {})",
@@ -255,6 +278,7 @@ pub async fn serve(
         first.1,
         config.routes.clone(),
         ports_path,
+        last_known_path,
     ));
     let result = axum::serve(listener, http_api::router(state))
         .with_graceful_shutdown(shutdown)
@@ -291,6 +315,7 @@ async fn builder_loop(
     mut last_containers: Vec<Container>,
     settings: RouteSettings,
     ports_path: PathBuf,
+    last_known_path: PathBuf,
 ) {
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
@@ -338,6 +363,11 @@ async fn builder_loop(
         generation = next_generation;
         let changed_yaml = published.routes_yaml != previous.routes_yaml;
         state.publish(published);
+        discovery
+            .histograms
+            .rebuild_seconds
+            .observe(started.elapsed().as_secs_f64());
+        save_last_known(&last_known_path, &containers).await;
         tracing::debug!(
             "snapshot {generation}: {} containers, built in {:?} (routes::build {:?}){}",
             containers.len(),
@@ -346,6 +376,17 @@ async fn builder_loop(
             if changed_yaml { ", routes changed" } else { "" }
         );
         last_containers = containers;
+    }
+}
+
+/// Saves the container set the published snapshot was built from (`last_known`); a failure
+/// is logged only: the file is a cache for the next start.
+async fn save_last_known(path: &Path, containers: &[Container]) {
+    let (path, containers) = (path.to_path_buf(), containers.to_vec());
+    match tokio::task::spawn_blocking(move || last_known::save(&path, &containers)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("{e:#}"),
+        Err(e) => tracing::warn!("saving the last known containers panicked: {e}"),
     }
 }
 
