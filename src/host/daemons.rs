@@ -163,6 +163,7 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
         let _ = std::fs::remove_file(&paths.socket);
     }
     clear_stale_containerd(paths)?;
+    rotate_log(&paths.log, DAEMON_LOG_MAX_BYTES);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -178,6 +179,8 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
         .arg("--pidfile")
         .arg(&paths.pidfile)
         .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+        // Containers' logs are bounded: 3 files of 10 MB per container.
+        .args(CONTAINER_LOG_OPTS)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -241,6 +244,44 @@ pub fn stop(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()>
         paths.data_root.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_from_what_was_seen() {
+        assert_eq!(DaemonState::judge(true, true, true), DaemonState::Running);
+        assert_eq!(DaemonState::judge(true, true, false), DaemonState::Hung);
+        assert_eq!(
+            DaemonState::judge(true, false, false),
+            DaemonState::NoSocket
+        );
+        assert_eq!(DaemonState::judge(false, true, false), DaemonState::Stopped);
+    }
+
+    #[test]
+    fn a_large_log_is_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dockerd.log");
+        std::fs::write(&log, vec![b'x'; 100]).unwrap();
+        rotate_log(&log, 1000);
+        assert!(log.exists(), "small logs stay");
+        rotate_log(&log, 10);
+        assert!(!log.exists() && dir.path().join("dockerd.log.1").exists());
+    }
+
+    #[test]
+    fn containerd_is_recognised_by_its_config_only() {
+        // This test process is not containerd; a pid that does not exist is nothing.
+        let me = std::process::id() as i32;
+        assert!(!is_containerd_with_config(
+            me,
+            Path::new("/x/containerd.toml")
+        ));
+        assert!(!is_containerd_with_config(i32::MAX, Path::new("/x")));
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -408,6 +449,31 @@ fn stop_pid(pid: i32, timeout: Duration) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// dockerd options that bound every container's log (`docker logs` keeps working).
+pub const CONTAINER_LOG_OPTS: &[&str] = &[
+    "--log-driver",
+    "json-file",
+    "--log-opt",
+    "max-size=10m",
+    "--log-opt",
+    "max-file=3",
+];
+
+/// The daemon's own log is rotated at each start once it is larger than this.
+pub const DAEMON_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Renames `log` to `log.1` (replacing an older one) when it is larger than `max`, so a
+/// daemon's log is bounded to about twice `max` across restarts.
+fn rotate_log(log: &Path, max: u64) {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > max) {
+        let mut old = log.as_os_str().to_owned();
+        old.push(".1");
+        if let Err(e) = std::fs::rename(log, &old) {
+            tracing::warn!("{}: cannot rotate: {e}", log.display());
+        }
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Settings {
     /// Loopback address of Traefik's API and ping entrypoint (`traefik`); none → no API.
     /// Only loopback: the API has no authentication.
     pub traefik_api_address: Option<String>,
+    /// What `renet proxy config` remembers: unit folder, binaries, preset ports, access log,
+    /// Traefik metrics (`proxy_config::ProxySettings`).
+    pub proxy: crate::host::proxy_config::ProxySettings,
 }
 
 impl Default for Settings {
@@ -83,6 +86,7 @@ impl Default for Settings {
             https_port: 443,
             traefik_dir: "/etc/rediacc/traefik".into(),
             traefik_api_address: None,
+            proxy: Default::default(),
         }
     }
 }
@@ -118,10 +122,15 @@ impl Settings {
         eps
     }
 
-    /// Every TCP port with an entrypoint: preconfigured, registered, and the dynamic range.
+    /// Every TCP port with an entrypoint: preset (`proxy.preset_tcp_ports`, else the
+    /// preconfigured ones), registered, and the dynamic range.
     pub fn tcp_entrypoint_ports(&self) -> std::collections::BTreeSet<u16> {
-        let mut ports: std::collections::BTreeSet<u16> =
-            PRECONFIGURED_TCP_PORTS.iter().copied().collect();
+        let presets = self.proxy.preset_tcp_ports.as_deref();
+        let mut ports: std::collections::BTreeSet<u16> = presets
+            .unwrap_or(PRECONFIGURED_TCP_PORTS)
+            .iter()
+            .copied()
+            .collect();
         ports.extend(self.tcp_ports.iter().copied());
         ports.extend(self.dynamic_range[0]..=self.dynamic_range[1]);
         ports
@@ -129,8 +138,12 @@ impl Settings {
 
     /// Every UDP port with an entrypoint: preconfigured and registered.
     pub fn udp_entrypoint_ports(&self) -> std::collections::BTreeSet<u16> {
-        let mut ports: std::collections::BTreeSet<u16> =
-            PRECONFIGURED_UDP_PORTS.iter().copied().collect();
+        let presets = self.proxy.preset_udp_ports.as_deref();
+        let mut ports: std::collections::BTreeSet<u16> = presets
+            .unwrap_or(PRECONFIGURED_UDP_PORTS)
+            .iter()
+            .copied()
+            .collect();
         ports.extend(self.udp_ports.iter().copied());
         ports
     }
