@@ -42,6 +42,10 @@ enum Command {
     /// Run a repository's Rediaccfiles (`prep`, `up`, `down`, `info`).
     #[command(subcommand)]
     Repo(rediaccfile::RepoCommand),
+    /// Show a repository's routes, ports and every refusal or conflict, from the route server.
+    Routes(renet::routing::routes_cli::RoutesArgs),
+    /// Decode a repository's labels offline with the route server's code; non-zero on errors.
+    Check(renet::routing::check::CheckArgs),
     /// Print renet's version.
     Version(VersionArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -90,6 +94,8 @@ fn main() -> ExitCode {
         Command::Proxy(cmd) => proxy_config::run(cmd),
         Command::Daemon(cmd) => daemons::run(cmd),
         Command::Repo(cmd) => rediaccfile::run(cmd),
+        Command::Routes(args) => renet::routing::routes_cli::run(args),
+        Command::Check(args) => renet::routing::check::run(args),
         Command::Version(args) => print_version(args.json),
         Command::Completions(args) => {
             clap_complete::generate(

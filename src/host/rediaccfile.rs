@@ -101,6 +101,9 @@ pub fn run(cmd: RepoCommand) -> Result<u8> {
     };
     let report = run_repo(phase, &args.dir, network_id, &target)?;
     eprint!("{report}");
+    if phase == Action::Up {
+        print_route_summary(network_id, &target);
+    }
     Ok(if report.failed() { 1 } else { 0 })
 }
 
@@ -271,6 +274,55 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// How long `repo up` waits for the route server to have seen the repository's containers.
+const SUMMARY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ends `repo up` with what the route server made of the repository (`renet routes`): its
+/// routes, its ports (moved ones marked), and every refusal or conflict. Waits (bounded) until
+/// the route server knows as many containers of this daemon as the daemon runs with rediacc
+/// labels, so the summary is about this deployment. Never fails the command: a route server
+/// that is not running is said, not an error.
+fn print_route_summary(network_id: NetworkId, target: &Target) {
+    use crate::routing::routes_cli;
+    let addr = match routes_cli::route_server_address(None, target.settings.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("renet: routes not checked: {e:#}");
+            return;
+        }
+    };
+    let socket = target.socket_dir.join(socket_file_name(network_id));
+    let expected = labelled_containers(&socket);
+    let deadline = std::time::Instant::now() + SUMMARY_WAIT;
+    let summary = loop {
+        match routes_cli::fetch(&addr, Some(network_id)) {
+            Err(e) => {
+                eprintln!("renet: routes not checked: {e:#}");
+                return;
+            }
+            Ok(s) => {
+                let seen = s["daemon"]["containers"].as_u64().unwrap_or(0);
+                let connected = s["daemon"]["state"] == "connected";
+                if (connected && expected.is_none_or(|n| seen >= n))
+                    || std::time::Instant::now() > deadline
+                {
+                    break s;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    eprint!("{}", routes_cli::render_text(&summary));
+}
+
+/// Running containers with a `rediacc.network_id` label on the daemon, if it answers.
+fn labelled_containers(socket: &Path) -> Option<u64> {
+    // filters={"label":["rediacc.network_id"]}
+    let path = "/containers/json?filters=%7B%22label%22%3A%5B%22rediacc.network_id%22%5D%7D";
+    let v = crate::host::daemons::http_get_json(socket, path).ok()?;
+    v.as_array().map(|a| a.len() as u64)
 }
 
 /// Where a repository's daemon and records live: every command a Rediaccfile runs gets the
