@@ -143,11 +143,21 @@ fn missing_separator_hint(args: &[String]) -> Option<String> {
     if args.iter().any(|a| a == "--") {
         return None;
     }
-    let rest: Vec<&str> = args[pos + 1..]
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with("--network-id") && !a.starts_with("--repo-root"))
-        .collect();
+    // renet's own flags stay before `--`; everything else is compose's.
+    const WITH_VALUE: &[&str] = &["--network-id", "--repo-root", "--socket-dir", "--data-dir"];
+    const SWITCHES: &[&str] = &["--unsafe", "--dry-run"];
+    let mut rest: Vec<&str> = Vec::new();
+    let mut words = args[pos + 1..].iter().map(String::as_str);
+    while let Some(a) = words.next() {
+        let flag = a.split('=').next().unwrap_or(a);
+        if WITH_VALUE.contains(&flag) {
+            if !a.contains('=') {
+                words.next();
+            }
+        } else if !SWITCHES.contains(&a) {
+            rest.push(a);
+        }
+    }
     Some(format!(
         "docker compose's arguments go after `--`: renet compose [FLAGS] -- {}",
         if rest.is_empty() {
