@@ -212,6 +212,24 @@ fn a_subfolder_uses_the_roots_slots_and_another_root_is_refused() {
         );
     }
     let out = renet(other.path(), data.path())
+        .args(["daemon", "start", "--network-id", "3520", "--socket-dir"])
+        .arg(sockets.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--repo-root")
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "daemon start for another root is refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one network ID serves one repository"));
+    assert!(
+        !sockets.path().join("docker-3520.sock").exists(),
+        "no daemon was started"
+    );
+    let out = renet(other.path(), data.path())
         .args(["repo", "up"])
         .arg(other.path())
         .args(["--network-id", "3520", "--socket-dir"])

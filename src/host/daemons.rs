@@ -40,6 +40,10 @@ pub struct DaemonArgs {
     /// Seconds to wait for the daemon to answer (start) or exit (stop).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// (start) The repository root this network ID serves: recorded, or checked against the
+    /// recorded one (an ID bound to another root is refused before dockerd starts).
+    #[arg(long, value_name = "DIR")]
+    pub repo_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -87,6 +91,14 @@ impl DaemonPaths {
 pub fn run(cmd: DaemonCommand) -> Result<u8> {
     match cmd {
         DaemonCommand::Start(a) => {
+            if let Some(root) = &a.repo_root {
+                crate::host::repo_binding::bind(
+                    &a.dirs.data_dir,
+                    a.network_id,
+                    root,
+                    &a.dirs.socket_dir,
+                )?;
+            }
             let paths = DaemonPaths::new(&a.dirs, a.network_id);
             start(a.network_id, &paths, Duration::from_secs(a.timeout))?;
             Ok(0)
@@ -102,19 +114,20 @@ pub fn run(cmd: DaemonCommand) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<8} {:<8} {:<10} {:<10} SOCKET",
-                    "NETWORK", "PID", "STATE", "CONTAINERS"
+                    "{:<8} {:<8} {:<10} {:<10} {:<40} REPOSITORY",
+                    "NETWORK", "PID", "STATE", "CONTAINERS", "SOCKET"
                 );
                 for d in &list {
                     println!(
-                        "{:<8} {:<8} {:<10} {:<10} {}",
+                        "{:<8} {:<8} {:<10} {:<10} {:<40} {}",
                         d.network_id,
                         d.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         d.state.as_str(),
                         d.containers
                             .map(|c| c.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        d.socket
+                        d.socket,
+                        d.repository.as_deref().unwrap_or("-")
                     );
                 }
             }
@@ -296,6 +309,8 @@ pub struct DaemonStatus {
     pub state: DaemonState,
     pub containers: Option<u64>,
     pub containers_running: Option<u64>,
+    /// The repository root bound to this network ID (`repo_binding`), if any.
+    pub repository: Option<String>,
 }
 
 /// What `daemon status` can tell about one daemon from its pidfile, socket and `/info`.
@@ -365,6 +380,10 @@ pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
             state,
             containers: info.as_ref().and_then(|i| i["Containers"].as_u64()),
             containers_running: info.as_ref().and_then(|i| i["ContainersRunning"].as_u64()),
+            repository: crate::host::repo_binding::read(&dirs.data_dir, id)
+                .ok()
+                .flatten()
+                .map(|b| b.root.display().to_string()),
         });
     }
     Ok(out)
