@@ -381,3 +381,47 @@ fn metrics_parse_as_prometheus_text_and_debug_logs_hide_secrets() {
         );
     }
 }
+
+#[test]
+fn a_daemon_whose_socket_was_deleted_is_degraded_not_stopped() {
+    let _lock = ops_lock();
+    let sandbox = Sandbox::new();
+    let mut a = Daemon::start(&sandbox, A);
+    let rs = RouteServer::start(&sandbox, &[]);
+    let (code, _) = rs.health();
+    assert_eq!(code, 200);
+    std::fs::remove_file(sandbox.socket(A)).unwrap();
+
+    let h = wait_for("/health degraded without the socket", LONG, || {
+        let (code, h) = rs.health();
+        let state = h["daemons"][0]["state"].clone();
+        if code == 503 && state == "no-socket" {
+            Ok(h)
+        } else {
+            Err(format!("{code} {h}"))
+        }
+    });
+    assert!(
+        h["daemons"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("renet daemon stop --network-id 3520"),
+        "{h:#}"
+    );
+    let out = renet_daemon(&sandbox, &["status", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["state"], "no-socket", "{list:#}");
+    assert!(list[0]["pid"].is_number(), "{list:#}");
+
+    // The way out: stop (by pidfile) and start again.
+    a.down();
+    a.up();
+    wait_for("/health ok again", LONG, || {
+        let (code, h) = rs.health();
+        if code == 200 {
+            Ok(())
+        } else {
+            Err(format!("{code} {h}"))
+        }
+    });
+}

@@ -107,6 +107,9 @@ pub struct Discovery {
     generation: std::sync::atomic::AtomicU64,
     /// Rebuild and event-lag histograms for `/metrics`.
     pub histograms: crate::routing::metrics::Histograms,
+    /// Daemons whose pidfile names a live dockerd but whose socket is gone (deleted by hand or
+    /// by a cleanup job): nothing can reach them, yet they run; refreshed at every rescan.
+    without_socket: Mutex<BTreeMap<NetworkId, i32>>,
 }
 
 impl Discovery {
@@ -153,6 +156,16 @@ impl Discovery {
                 stale: d.stale,
                 last_error: d.last_error.clone(),
             })
+            .collect()
+    }
+
+    /// Daemons that run without a socket (network ID, pid), by network ID.
+    pub fn without_socket(&self) -> Vec<(NetworkId, i32)> {
+        self.without_socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, pid)| (*id, *pid))
             .collect()
     }
 
@@ -367,6 +380,12 @@ impl Watcher {
     /// Compares the folder with the running daemon tasks: starts new ones, ends vanished ones.
     fn rescan(&mut self) {
         let found = scan_sockets(&self.dir);
+        let orphans = scan_live_pidfiles(&self.dir, &found);
+        *self
+            .discovery
+            .without_socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = orphans;
         let vanished: Vec<NetworkId> = self
             .tasks
             .iter()
@@ -389,6 +408,62 @@ impl Watcher {
             let task = tokio::spawn(follow_daemon(self.discovery.clone(), id, path.clone()));
             self.tasks.insert(id, (path, task));
         }
+    }
+}
+
+/// `docker-<N>.pid` files in `dir` without a `docker-<N>.sock`, whose pid is a live process
+/// (a dockerd, when `/proc` lets us see its name).
+pub fn scan_live_pidfiles(
+    dir: &Path,
+    sockets: &BTreeMap<NetworkId, PathBuf>,
+) -> BTreeMap<NetworkId, i32> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".pid"))
+            .and_then(|n| network_id_from_socket(&format!("{n}.sock")))
+        else {
+            continue;
+        };
+        if sockets.contains_key(&id) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid_is_live_dockerd(pid) {
+            out.insert(id, pid);
+        }
+    }
+    out
+}
+
+/// True when `pid` exists (EPERM counts: another user's process), is not a zombie, and is
+/// named `dockerd` when its name can be read (a sandbox may hide other users' `/proc`).
+fn pid_is_live_dockerd(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() == "dockerd",
+        Err(_) => true,
     }
 }
 

@@ -218,7 +218,7 @@ pub fn health_value(s: &AppState) -> Value {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let expected = s.expected.as_ref().map(Expected::list).unwrap_or_default();
-    let daemons = daemon_entries(&reports, &expected);
+    let daemons = daemon_entries(&reports, &s.discovery.without_socket(), &expected);
     let healthy = daemons.iter().all(|d| d["state"] == "connected");
     let status = if healthy && state_error.is_none() {
         "ok"
@@ -246,10 +246,11 @@ pub fn health_value(s: &AppState) -> Value {
     })
 }
 
-/// Each known daemon with its `state`, then every expected one that has no socket (`missing`),
-/// by network ID.
+/// Each known daemon with its `state`, then those that run without a socket (`no-socket`), then
+/// every expected one that has no socket (`missing`), by network ID.
 fn daemon_entries(
     reports: &[crate::routing::discovery::DaemonReport],
+    without_socket: &[(crate::addresses::NetworkId, i32)],
     expected: &[crate::host::repo_binding::Binding],
 ) -> Vec<Value> {
     let mut out: Vec<(u32, Value)> = reports
@@ -265,8 +266,29 @@ fn daemon_entries(
             (d.network_id.get(), v)
         })
         .collect();
+    for (id, pid) in without_socket {
+        out.push((
+            id.get(),
+            json!({
+                "network_id": id.get(),
+                "socket": null,
+                "connected": false,
+                "containers": 0,
+                "stale": false,
+                "state": "no-socket",
+                "last_error": format!(
+                    "dockerd of network {id} runs (pid {pid}) but its socket is gone: nothing \
+                     can reach it; `renet daemon stop --network-id {id}`, then `start`"
+                ),
+            }),
+        ));
+    }
     for b in expected {
-        if reports.iter().any(|d| d.network_id.get() == b.network_id) {
+        if reports.iter().any(|d| d.network_id.get() == b.network_id)
+            || without_socket
+                .iter()
+                .any(|(id, _)| id.get() == b.network_id)
+        {
             continue;
         }
         let socket = b
