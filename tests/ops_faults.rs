@@ -90,9 +90,17 @@ fn daemon_start_right_after_kill_9_answers() {
     let _lock = ops_lock();
     let sandbox = Sandbox::new();
     let mut d = Daemon::start(&sandbox, A);
-    // A container whose process ends on SIGTERM, so the restart does not wait for docker's
-    // 10 s kill timeout of a previous run's containers.
-    web_service(&d, "crash-web", 0, "before-crash");
+    // A container whose process ends on SIGTERM (`--init`), so the restart does not wait for
+    // docker's 10 s kill timeout of a previous run's containers.
+    let ip = slot_ip(A, 0);
+    d.run_service(
+        "crash-web",
+        "crash-web",
+        0,
+        &[],
+        &["--init"],
+        &web(ip, 8080, "before-crash"),
+    );
     let pid = pid_of(&d, &sandbox);
     signal(pid, nix::sys::signal::Signal::SIGKILL);
     wait_for("dockerd to die", LONG, || {
