@@ -135,16 +135,34 @@ pub fn bind(
         .with_context(|| format!("{}: cannot make absolute", socket_dir.display()))?;
     let path = record_path(data_dir, id);
     let folder = path.parent().expect("record path has a folder");
-    std::fs::create_dir_all(folder)
-        .with_context(|| format!("{}: cannot create", folder.display()))?;
     // Two first commands at once must not both record their own root.
     let lock_path = folder.join(".repository.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+    let opened = std::fs::create_dir_all(folder).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+    });
+    let lock = match opened {
+        Ok(l) => l,
+        // A data folder this user may not write (renet run by hand without root): the record
+        // that exists is still enforced, a new one is not written.
+        Err(e) if is_not_writable(&e) => {
+            let root = check(data_dir, id, &candidate)?;
+            if read_file(&path)?.is_none() {
+                eprintln!(
+                    "renet: warning: cannot record the repository of network {id} in {} ({e}); \
+                     the one-root-per-network check is off for this command",
+                    path.display()
+                );
+            }
+            return Ok(root);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("{}: cannot open", lock_path.display()));
+        }
+    };
     lock.lock()
         .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
     let bound = read_file(&path)?;
@@ -177,6 +195,13 @@ pub fn bind(
             Ok(candidate)
         }
     }
+}
+
+fn is_not_writable(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// Checks a root against the record without recording anything (read-only commands such as
