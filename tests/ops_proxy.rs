@@ -152,9 +152,16 @@ fn units_pass_systemd_analyze_and_the_route_server_is_hardened() {
             renet_bin(),
             "--traefik-bin",
             traefik.to_str().unwrap(),
+            "--access-log",
+            "/var/log/traefik-renet-test/access.log",
         ],
     );
     let units = dir.path().join("units");
+    let traefik_unit = std::fs::read_to_string(units.join("traefik.service")).unwrap();
+    assert!(
+        traefik_unit.contains("-/var/log/traefik-renet-test"),
+        "the access log's folder is writable: {traefik_unit}"
+    );
     for unit in [
         "renet-route-server.service",
         "traefik.service",

@@ -853,7 +853,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
     Rendered {
         static_config,
         route_server_unit: route_server_unit(s, paths),
-        traefik_unit: traefik_unit(paths),
+        traefik_unit: traefik_unit(s, paths),
         daemon_unit: daemon_unit(s, paths),
     }
 }
@@ -918,7 +918,7 @@ fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
          DynamicUser=yes\n\
          SupplementaryGroups=docker\n\
          {state_line}\
-         ReadOnlyPaths={data}\n\
+         ReadOnlyPaths=-{data}\n\
          CapabilityBoundingSet=\n\
          AmbientCapabilities=\n\
          PrivateUsers=no\n\
@@ -936,7 +936,15 @@ fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
 
 /// Traefik: root-owned configuration and certificates, but only `CAP_NET_BIND_SERVICE` (80,
 /// 443, 53), writes only its own folder (acme.json) and the access log's.
-fn traefik_unit(paths: &OutputPaths) -> String {
+fn traefik_unit(s: &Settings, paths: &OutputPaths) -> String {
+    // The access log's folder must be writable too (`-`: not an error while it is missing).
+    let access_log_dir = s
+        .proxy
+        .access_log
+        .as_ref()
+        .and_then(|f| f.parent())
+        .map(|d| format!(" -{}", d.display()))
+        .unwrap_or_default();
     format!(
         "# Written by `renet proxy config`.\n\
          [Unit]\n\
@@ -954,7 +962,7 @@ fn traefik_unit(paths: &OutputPaths) -> String {
          LimitNOFILE=1048576\n\
          CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
          AmbientCapabilities=CAP_NET_BIND_SERVICE\n\
-         ReadWritePaths={out} /var/log\n\
+         ReadWritePaths={out} -/var/log{access_log_dir}\n\
          RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n\
          {COMMON_HARDENING}\
          \n\
