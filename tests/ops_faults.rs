@@ -150,6 +150,7 @@ fn a_hung_daemon_is_degraded_and_the_others_keep_updating() {
 
     let pid = pid_of(&a, &sandbox);
     signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let stopped_at = std::time::Instant::now();
     let resume = scopeguard(pid);
     let h = wait_for(
         "/health degraded after SIGSTOP",
@@ -163,6 +164,7 @@ fn a_hung_daemon_is_degraded_and_the_others_keep_updating() {
             }
         },
     );
+    println!("SIGSTOP → /health degraded in {:?}", stopped_at.elapsed());
     let da = h["daemons"]
         .as_array()
         .unwrap()
