@@ -261,7 +261,10 @@ pub async fn serve(
         discovery.clone(),
         Some(expected),
     );
-    save_last_known(&last_known_path, &first.1).await;
+    // The saver writes the latest container set in the background: a slow disk never delays
+    // the next rebuild, and a burst of changes costs one write of the newest set.
+    let (saves, saved) = tokio::sync::watch::channel(Arc::new(first.1.clone()));
+    let saver = tokio::spawn(saver_loop(saved, last_known_path.clone()));
     persist_if_changed(&state, &ports_path, &ports, &state.current().snapshot.ports).await;
     tracing::info!(
         "serving on http://{} ({} containers from {} daemons in {:?}; sockets in {}, state in {})",
@@ -278,13 +281,21 @@ pub async fn serve(
         first.1,
         config.routes.clone(),
         ports_path,
-        last_known_path,
+        saves,
     ));
     let result = axum::serve(listener, http_api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed");
     builder.abort();
+    saver.abort();
+    // A last save on the way out, so a change just before a restart is not lost.
+    let final_set = discovery.containers();
+    let saved_at_exit =
+        tokio::task::spawn_blocking(move || last_known::save(&last_known_path, &final_set)).await;
+    if let Ok(Err(e)) = saved_at_exit {
+        tracing::warn!("{e:#}");
+    }
     watcher.abort();
     tracing::info!("stopped");
     result
@@ -315,7 +326,7 @@ async fn builder_loop(
     mut last_containers: Vec<Container>,
     settings: RouteSettings,
     ports_path: PathBuf,
-    last_known_path: PathBuf,
+    saves: tokio::sync::watch::Sender<Arc<Vec<Container>>>,
 ) {
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
@@ -367,7 +378,7 @@ async fn builder_loop(
             .histograms
             .rebuild_seconds
             .observe(started.elapsed().as_secs_f64());
-        save_last_known(&last_known_path, &containers).await;
+        saves.send_replace(Arc::new(containers.clone()));
         tracing::debug!(
             "snapshot {generation}: {} containers, built in {:?} (routes::build {:?}){}",
             containers.len(),
@@ -379,14 +390,21 @@ async fn builder_loop(
     }
 }
 
-/// Saves the container set the published snapshot was built from (`last_known`); a failure
-/// is logged only: the file is a cache for the next start.
-async fn save_last_known(path: &Path, containers: &[Container]) {
-    let (path, containers) = (path.to_path_buf(), containers.to_vec());
-    match tokio::task::spawn_blocking(move || last_known::save(&path, &containers)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("{e:#}"),
-        Err(e) => tracing::warn!("saving the last known containers panicked: {e}"),
+/// Saves the container set of each published snapshot (`last_known`), newest first: the
+/// current value at start, then whenever it changes. A failure is logged only: the file is a
+/// cache for the next start.
+async fn saver_loop(mut saved: tokio::sync::watch::Receiver<Arc<Vec<Container>>>, path: PathBuf) {
+    loop {
+        let containers = saved.borrow_and_update().clone();
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || last_known::save(&p, &containers)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e:#}"),
+            Err(e) => tracing::warn!("saving the last known containers panicked: {e}"),
+        }
+        if saved.changed().await.is_err() {
+            return;
+        }
     }
 }
 
