@@ -278,6 +278,8 @@ impl fmt::Display for Report {
 
 /// How long `repo up` waits for the route server to have seen the repository's containers.
 const SUMMARY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long to wait for a route server that does not know the daemon at all.
+const SUMMARY_UNSEEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Ends `repo up` with what the route server made of the repository (`renet routes`): its
 /// routes, its ports (moved ones marked), and every refusal or conflict. Waits (bounded) until
@@ -295,7 +297,7 @@ fn print_route_summary(network_id: NetworkId, target: &Target) {
     };
     let socket = target.socket_dir.join(socket_file_name(network_id));
     let expected = labelled_containers(&socket);
-    let deadline = std::time::Instant::now() + SUMMARY_WAIT;
+    let started = std::time::Instant::now();
     let summary = loop {
         match routes_cli::fetch(&addr, Some(network_id)) {
             Err(e) => {
@@ -305,8 +307,12 @@ fn print_route_summary(network_id: NetworkId, target: &Target) {
             Ok(s) => {
                 let seen = s["daemon"]["containers"].as_u64().unwrap_or(0);
                 let connected = s["daemon"]["state"] == "connected";
+                // A route server that watches another socket folder never sees this daemon
+                // (it finds new sockets within milliseconds): no point waiting long for it.
+                let unseen = s["daemon"].is_null() && started.elapsed() > SUMMARY_UNSEEN_WAIT;
                 if (connected && expected.is_none_or(|n| seen >= n))
-                    || std::time::Instant::now() > deadline
+                    || unseen
+                    || started.elapsed() > SUMMARY_WAIT
                 {
                     break s;
                 }
