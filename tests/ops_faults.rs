@@ -132,6 +132,23 @@ fn daemon_start_right_after_kill_9_answers() {
     let version = d.docker_ok(&["version", "--format", "{{.Server.Version}}"]);
     assert!(!version.is_empty());
     d.up(); // already running: a no-op that keeps the drop guard in charge
+
+    // A clean stop after the crash and restart leaves none of dockerd's mounts behind (the
+    // crashed instance's data-root bind mount would otherwise stay stacked forever).
+    d.docker_ok(&["rm", "-f", "crash-web"]);
+    d.down();
+    let data_root = sandbox
+        .data
+        .path()
+        .join(format!("docker-{A}/data"))
+        .canonicalize()
+        .unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(data_root.to_str().unwrap()))
+        .collect();
+    assert!(left.is_empty(), "leftover mounts: {left:#?}");
 }
 
 #[test]

@@ -252,11 +252,66 @@ pub fn stop(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()>
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    release_leftover_mounts(paths);
     eprintln!(
         "renet: daemon {id} stopped (data kept in {})",
         paths.data_root.display()
     );
     Ok(())
+}
+
+/// After dockerd has exited: detaches the mounts it leaves behind. dockerd bind-mounts its
+/// data-root onto itself and its exec-root's `netns/default`; a clean exit undoes one layer,
+/// but a daemon that crashed and was started again stacks a second one, and these pile up (and
+/// keep the folders from being removed). Only these exact mount points are touched, and only
+/// once no dockerd of this network runs, so no container uses them.
+fn release_leftover_mounts(paths: &DaemonPaths) {
+    if read_pid(&paths.pidfile).is_some_and(alive) {
+        return;
+    }
+    let targets: Vec<PathBuf> = [
+        paths.data_root.clone(),
+        paths.exec_root.join("netns/default"),
+    ]
+    .into_iter()
+    .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+    .collect();
+    // Each pass detaches the top layer of every target; stacked layers need several passes.
+    for _ in 0..8 {
+        let mounted = mount_points();
+        let mut detached = false;
+        for t in targets.iter().filter(|t| mounted.contains(t)) {
+            match nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => {
+                    tracing::debug!("detached the leftover mount {}", t.display());
+                    detached = true;
+                }
+                Err(e) => tracing::warn!("{}: cannot detach a leftover mount: {e}", t.display()),
+            }
+        }
+        if !detached {
+            return;
+        }
+    }
+}
+
+/// Every mount point of this mount namespace (`/proc/self/mountinfo`, field 5, with the
+/// kernel's octal escapes for space, tab, newline and backslash undone).
+fn mount_points() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| {
+            PathBuf::from(
+                p.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
