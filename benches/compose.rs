@@ -92,6 +92,8 @@ fn renet(dir: &Path, args: &[&str]) {
             "RENET_RUNTIME_DIR",
             std::env::temp_dir().join("renet-bench"),
         )
+        // Its own registry of repository roots: 2816 may be bound to another root on this host.
+        .env("RENET_DATA_DIR", dir.join(".renet-bench-data"))
         .env_remove("DOCKER_HOST")
         .args(["compose", "--network-id", "2816"])
         .args(args);

@@ -11,18 +11,17 @@ use std::path::Path;
 /// set exactly, whatever the umask), so the content is never readable by others, not even for
 /// an instant; without one, the usual `0666 & !umask`.
 ///
-/// The temp file is `.<name>.tmp-<pid>` beside `path`; it is removed again on failure.
+/// The temp file is `.<name>.tmp-<pid>` beside `path`; it is removed again on failure. Temp
+/// files of earlier writers that were killed mid-write (their pid is gone) are removed first
+/// ([`remove_stale_temp_files`]).
 pub fn write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.trim_start_matches('.'),
-        std::process::id()
-    ));
+    let prefix = temp_prefix(path);
+    remove_stale_temp_files(dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut opts = OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -43,6 +42,45 @@ pub fn write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `.<name>.tmp-`: what every temp file of `path` starts with (the pid follows).
+fn temp_prefix(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{}.tmp-", name.trim_start_matches('.'))
+}
+
+/// Removes `<prefix><pid>` files in `dir` whose writer is gone: a writer killed between
+/// creating its temp file and the rename leaves it behind, and nothing else would ever remove
+/// it. A temp file of a live process (another writer at work right now) is kept. Failures are
+/// ignored: a leftover is untidy, never harmful, and must not stop the write.
+pub fn remove_stale_temp_files(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() as i32 && !process_exists(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// True when a process with this pid exists (zombies count as gone).
+fn process_exists(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -80,5 +118,36 @@ mod tests {
                 .join(".blocked.tmp-".to_string() + &std::process::id().to_string())
                 .exists()
         );
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".rediacc.json");
+        // A writer that was killed mid-write: a real pid that no longer exists.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.path().join(format!(".rediacc.json.tmp-{dead}"));
+        std::fs::write(&stale, b"half").unwrap();
+        // A writer at work right now (a live process) and an unrelated file.
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let busy = dir.path().join(format!(".rediacc.json.tmp-{}", live.id()));
+        std::fs::write(&busy, b"in progress").unwrap();
+        let other = dir.path().join(".ports.json.tmp-1234567");
+        std::fs::write(&other, b"x").unwrap();
+
+        write(&path, b"{}", None).unwrap();
+        assert!(!stale.exists(), "the dead writer's temp file is gone");
+        assert!(busy.exists(), "a live writer's temp file stays");
+        assert!(
+            other.exists(),
+            "another file's temp files are not ours to judge"
+        );
+        let _ = live.kill();
+        let _ = live.wait();
     }
 }

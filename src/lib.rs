@@ -17,4 +17,5 @@ pub mod addresses;
 pub mod atomic_file;
 pub mod compose;
 pub mod host;
+pub mod logging;
 pub mod routing;

@@ -1,11 +1,13 @@
 //! The `renet` command line: parses arguments and hands each subcommand to the module that
-//! owns it. Each module defines its own clap arguments, so this file stays a table of contents.
+//! owns it. Each module defines its own clap arguments, so this file stays a table of contents
+//! (plus the conventions every command shares: logging, closed pipes, version, completions).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use renet::compose::command as compose_command;
 use renet::host::{daemons, proxy_config, rediaccfile};
+use renet::logging::{self, LogFormat};
 use renet::routing::claims_command;
 use renet::routing::server as route_server;
 
@@ -16,6 +18,10 @@ use renet::routing::server as route_server;
     about = "Stable loopback IPs for a repository's docker compose services, and a Traefik route server for them"
 )]
 struct Cli {
+    /// Log lines as text or JSON (one object per line). Logs go to stderr; `RENET_LOG` sets
+    /// the level (`debug`, `renet=debug,bollard=info`); `NO_COLOR` turns colours off.
+    #[arg(long, global = true, env = "RENET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,11 +46,51 @@ enum Command {
     /// Run a repository's Rediaccfiles (`prep`, `up`, `down`, `info`).
     #[command(subcommand)]
     Repo(rediaccfile::RepoCommand),
+    /// Show a repository's routes, ports and every refusal or conflict, from the route server.
+    Routes(renet::routing::routes_cli::RoutesArgs),
+    /// Decode a repository's labels offline with the route server's code; non-zero on errors.
+    Check(renet::routing::check::CheckArgs),
+    /// Print renet's version.
+    Version(VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print renet's man page (roff), or write one page per command into a folder.
+    Man(ManArgs),
+}
+
+#[derive(clap::Args)]
+struct VersionArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args)]
+struct ManArgs {
+    /// Write `renet.1` and `renet-<command>.1` for every command into this folder instead of
+    /// printing `renet.1`.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return parse_error(err),
+    };
+    // A closed pipe (`renet ips | head -0`) ends the command quietly, as for any Unix tool,
+    // instead of a panic in `println!`. The route server keeps Rust's default (SIGPIPE
+    // ignored): a client that goes away must never kill it.
+    if !matches!(cli.command, Command::RouteServer(_)) {
+        restore_sigpipe();
+    }
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Compose(args) => compose_command::run(args),
         Command::Ips(args) => compose_command::run_ips(args),
@@ -53,6 +99,19 @@ fn main() -> ExitCode {
         Command::Claims(cmd) => claims_command::run(cmd),
         Command::Daemon(cmd) => daemons::run(cmd),
         Command::Repo(cmd) => rediaccfile::run(cmd),
+        Command::Routes(args) => renet::routing::routes_cli::run(args),
+        Command::Check(args) => renet::routing::check::run(args),
+        Command::Version(args) => print_version(args.json),
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "renet",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man(args) => man(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -63,14 +122,94 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr so that stdout stays what the command prints (compose output, JSON).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RENET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// clap's message, plus the way out when `renet compose` was given compose's arguments
+/// without the `--` in front of them.
+fn parse_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = err.print();
+    if !matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(hint) = missing_separator_hint(&args) {
+            eprintln!("\nhint: {hint}");
+        }
+    }
+    ExitCode::from(match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ => 2,
+    })
+}
+
+/// `renet compose up -d` → a hint to write `renet compose -- up -d`.
+fn missing_separator_hint(args: &[String]) -> Option<String> {
+    let pos = args.iter().position(|a| a == "compose")?;
+    if args.iter().any(|a| a == "--") {
+        return None;
+    }
+    // renet's own flags stay before `--`; everything else is compose's.
+    const WITH_VALUE: &[&str] = &["--network-id", "--repo-root", "--socket-dir", "--data-dir"];
+    const SWITCHES: &[&str] = &["--unsafe", "--dry-run"];
+    let mut rest: Vec<&str> = Vec::new();
+    let mut words = args[pos + 1..].iter().map(String::as_str);
+    while let Some(a) = words.next() {
+        let flag = a.split('=').next().unwrap_or(a);
+        if WITH_VALUE.contains(&flag) {
+            if !a.contains('=') {
+                words.next();
+            }
+        } else if !SWITCHES.contains(&a) {
+            rest.push(a);
+        }
+    }
+    Some(format!(
+        "docker compose's arguments go after `--`: renet compose [FLAGS] -- {}",
+        if rest.is_empty() {
+            "up -d".to_string()
+        } else {
+            rest.join(" ")
+        }
+    ))
+}
+
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: setting the default disposition installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}
+
+fn print_version(json: bool) -> anyhow::Result<u8> {
+    let version = env!("CARGO_PKG_VERSION");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "name": "renet", "version": version })
+        );
+    } else {
+        println!("renet {version}");
+    }
+    Ok(0)
+}
+
+fn man(args: ManArgs) -> anyhow::Result<u8> {
+    use anyhow::Context;
+    let cmd = Cli::command();
+    match args.out_dir {
+        None => {
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("{}: cannot write the man pages", dir.display()))?;
+            eprintln!("renet: man pages written to {}", dir.display());
+        }
+    }
+    Ok(0)
 }

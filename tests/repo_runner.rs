@@ -42,7 +42,10 @@ impl Repo {
             .env_remove("REDIACC_NETWORK_ID")
             .env_remove("DOCKER_HOST")
             .env_remove("FAIL")
-            .env_remove("RENET_SOCKET_DIR");
+            .env_remove("RENET_SOCKET_DIR")
+            // Every test repository here uses network 3136: each gets its own registry of
+            // repository roots (`renet repo` binds a network ID to one root).
+            .env("RENET_DATA_DIR", self._tmp.path().join("data"));
         cmd
     }
 
@@ -341,6 +344,7 @@ fn no_rediaccfile_is_an_error() {
         .args(["repo", "up"])
         .arg(tmp.path())
         .args(["--network-id", "3136"])
+        .env("RENET_DATA_DIR", tmp.path().join("data"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -436,6 +440,7 @@ fn up_and_down_with_a_real_daemon() {
             .args(["repo", action])
             .arg(&root)
             .args(["--network-id", "2816", "--socket-dir", "/var/run/rediacc"])
+            .env("RENET_DATA_DIR", tmp.path().join("data"))
             .env_remove("DOCKER_HOST")
             .env_remove("REDIACC_NETWORK_ID")
             .output()

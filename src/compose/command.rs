@@ -17,6 +17,8 @@ use crate::compose::model::Project;
 use crate::compose::rewrite;
 use crate::compose::slots::{self, SlotTable};
 use crate::compose::vetting;
+use crate::host::daemons::DEFAULT_DATA_DIR;
+use crate::host::repo_binding;
 use crate::host::settings::DEFAULT_SOCKET_DIR;
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +44,10 @@ pub struct ComposeArgs {
     /// Folder of the repo daemons' sockets.
     #[arg(long, env = "RENET_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
+    /// Folder of the repo daemons' data, where each network ID's repository root is recorded
+    /// (`docker-<N>/repository.json`).
+    #[arg(long, env = "RENET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
     /// Arguments for docker compose, after `--` (global flags like -f and --profile included).
     #[arg(last = true, required = true, value_name = "COMPOSE ARGS")]
     pub compose_args: Vec<String>,
@@ -55,6 +61,9 @@ pub struct IpsArgs {
     /// The repo root (resolved as for `renet compose`).
     #[arg(long)]
     pub repo_root: Option<PathBuf>,
+    /// Folder of the repo daemons' data (where the network ID's root is recorded).
+    #[arg(long, env = "RENET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -103,6 +112,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
                  a repo's services must never land on another repo's daemon. Unset DOCKER_HOST or set it to {docker_host}"
             );
         }
+        check_socket_dir(&h, &socket)?;
         if !h.is_empty() && network_id_from_socket(&h).is_none() {
             eprintln!(
                 "renet: warning: DOCKER_HOST={h} ignored; using the repo daemon {docker_host}"
@@ -113,6 +123,13 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     if !repo_root.is_dir() {
         bail!("{}: the repo root is not a folder", repo_root.display());
     }
+    // One network ID, one root: a subfolder is corrected to the root, another root refused.
+    // A dry run records nothing.
+    let repo_root = if args.dry_run {
+        repo_binding::check(&args.data_dir, network, &repo_root)?
+    } else {
+        repo_binding::bind(&args.data_dir, network, &repo_root, &args.socket_dir)?
+    };
 
     let cli = ComposeCliArgs::parse(&args.compose_args)?;
     // COMPOSE_FILE / COMPOSE_PROFILES may also come from `.env` in the working folder.
@@ -222,6 +239,34 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     Err(invoke::exec_compose(&program, &compose_args, &child_env))
 }
 
+/// Refuses a `DOCKER_HOST` that names this network's socket in another folder than the one
+/// renet uses (`--socket-dir` / `RENET_SOCKET_DIR`): the services would land on a daemon of
+/// the same number elsewhere, e.g. a decoy in the default folder.
+fn check_socket_dir(docker_host: &str, socket: &Path) -> Result<()> {
+    let Some(path) = docker_host.strip_prefix("unix://") else {
+        return Ok(());
+    };
+    let given = Path::new(path);
+    if given.file_name() != socket.file_name() {
+        return Ok(());
+    }
+    let same = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if same(given) != same(socket) {
+        bail!(
+            "DOCKER_HOST={docker_host} and the socket folder ({}) name two different daemons              for this network; set RENET_SOCKET_DIR (or --socket-dir) to {} or unset DOCKER_HOST",
+            socket
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            given
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// `<SERVICE>_IP` for every service of the repo.
 fn ip_vars(network: NetworkId, slots: &SlotTable) -> Result<Vec<(String, String)>> {
     let names =
@@ -306,7 +351,10 @@ fn write_override(path: &Path, text: &str) -> Result<()> {
 pub fn run_ips(args: IpsArgs) -> Result<u8> {
     let cwd = std::env::current_dir()?;
     let network = network_id_from_env(args.network_id)?;
-    let root = resolve_repo_root(args.repo_root.as_deref(), &cwd);
+    let mut root = resolve_repo_root(args.repo_root.as_deref(), &cwd);
+    if let Some(n) = network {
+        root = repo_binding::check(&args.data_dir, n, &root)?;
+    }
     let table = slots::read(&root)?;
     let vars = service_ip_vars(table.keys().map(String::as_str)).map_err(|e| anyhow::anyhow!(e))?;
     let mut rows: Vec<(String, u32, Option<String>, String)> = vars

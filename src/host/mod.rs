@@ -4,4 +4,5 @@
 pub mod daemons;
 pub mod proxy_config;
 pub mod rediaccfile;
+pub mod repo_binding;
 pub mod settings;

@@ -10,7 +10,6 @@
 //! atomically), so bad input leaves no partial state.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +25,95 @@ pub const ENV_FILE: &str = "traefik.env";
 pub const ACME_FILE: &str = "acme.json";
 pub const ROUTE_SERVER_UNIT: &str = "renet-route-server.service";
 pub const TRAEFIK_UNIT: &str = "traefik.service";
+/// The repo daemon template unit: `renet-daemon@2816.service`.
+pub const DAEMON_UNIT: &str = "renet-daemon@.service";
+/// Defaults of the paths `renet proxy config` remembers (`ProxySettings`).
+pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
+pub const DEFAULT_RENET_BIN: &str = "/usr/local/bin/renet";
+pub const DEFAULT_TRAEFIK_BIN: &str = "/usr/local/bin/traefik";
+
+/// What `renet proxy config` remembers besides the shared settings: where it wrote the units
+/// and which binaries they run (so a later run, e.g. a token rotation, rewrites the same
+/// units), the preset TCP/UDP ports, Traefik's optional access log and metrics. Stored as the
+/// `proxy` object of the settings file; every field is optional (None → the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Folder of the systemd units [default /etc/systemd/system].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_dir: Option<PathBuf>,
+    /// The renet binary the units run [default /usr/local/bin/renet].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renet_bin: Option<PathBuf>,
+    /// The traefik binary [default /usr/local/bin/traefik].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traefik_bin: Option<PathBuf>,
+    /// The repo daemons' data folder (repository registry) [default /var/lib/rediacc].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Preset TCP entrypoint ports; None → 3306, 5432, 6379, 27017, 11211, 5672, 9092.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset_tcp_ports: Option<Vec<u16>>,
+    /// Preset UDP entrypoint ports; None → 53.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset_udp_ports: Option<Vec<u16>>,
+    /// Traefik's access log file (JSON lines); None → no access log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+    /// Loopback address of Traefik's Prometheus metrics entrypoint; None → no metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traefik_metrics_address: Option<String>,
+}
+
+impl ProxySettings {
+    pub fn unit_dir(&self) -> PathBuf {
+        self.unit_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_UNIT_DIR.into())
+    }
+    pub fn renet_bin(&self) -> PathBuf {
+        self.renet_bin
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RENET_BIN.into())
+    }
+    pub fn traefik_bin(&self) -> PathBuf {
+        self.traefik_bin
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TRAEFIK_BIN.into())
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| crate::host::daemons::DEFAULT_DATA_DIR.into())
+    }
+}
+
+/// Preset TCP and UDP ports; None → the built-in list.
+pub type PresetPorts = (Option<Vec<u16>>, Option<Vec<u16>>);
+
+/// `--preset-ports none|default|LIST`: LIST is comma separated, `PORT` (TCP) or `PORT/udp`.
+/// Returns (TCP, UDP); `default` → (None, None).
+pub fn parse_preset_ports(v: &str) -> Result<PresetPorts> {
+    match v.trim() {
+        "default" => return Ok((None, None)),
+        "none" | "" => return Ok((Some(Vec::new()), Some(Vec::new()))),
+        _ => {}
+    }
+    let mut tcp = std::collections::BTreeSet::new();
+    let mut udp = std::collections::BTreeSet::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.split_once('/') {
+            Some((p, "udp")) => udp.insert(parse_port(p)?),
+            Some((p, "tcp")) => tcp.insert(parse_port(p)?),
+            Some((_, proto)) => bail!("`{item}`: `{proto}` is not tcp or udp"),
+            None => tcp.insert(parse_port(item)?),
+        };
+    }
+    Ok((
+        Some(tcp.into_iter().collect()),
+        Some(udp.into_iter().collect()),
+    ))
+}
 /// The certificate resolver every route refers to by default (`Settings::cert_resolver`).
 pub const RESOLVER: &str = "letsencrypt";
 /// The variable Traefik's Cloudflare DNS provider (lego) reads.
@@ -48,9 +136,30 @@ pub struct ConfigArgs {
     /// Folder for traefik.yml, traefik.env and acme.json [default: the settings' traefik_dir].
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Folder the systemd units are written to.
-    #[arg(long, default_value = "/etc/systemd/system")]
-    pub unit_dir: PathBuf,
+    /// Folder the systemd units are written to; remembered [default: /etc/systemd/system].
+    #[arg(long)]
+    pub unit_dir: Option<PathBuf>,
+    /// Folder of the repo daemons' sockets the route server watches [settings: socket_dir].
+    #[arg(long)]
+    pub socket_dir: Option<PathBuf>,
+    /// Folder of the route server's state (ports, last known containers) [settings: state_dir].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Folder of the repo daemons' data (repository registry); remembered
+    /// [default: /var/lib/rediacc].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Preset TCP/UDP entrypoints: `none`, `default` (TCP 3306, 5432, 6379, 27017, 11211,
+    /// 5672, 9092 and UDP 53) or a list (`5432,6379,53/udp`); remembered.
+    #[arg(long, value_name = "none|default|LIST")]
+    pub preset_ports: Option<String>,
+    /// Traefik access log file (JSON lines); empty → none; remembered.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<String>,
+    /// Loopback address for Traefik's Prometheus metrics (`127.0.0.1:8082`); empty → none;
+    /// remembered.
+    #[arg(long, value_name = "IP:PORT")]
+    pub traefik_metrics: Option<String>,
     /// Public IPv4 address Traefik binds. Without one, Traefik binds 127.0.0.1 (a test machine).
     #[arg(long)]
     pub public_ipv4: Option<String>,
@@ -88,12 +197,12 @@ pub struct ConfigArgs {
     /// Loopback address for Traefik's API and ping (`127.0.0.1:8080`); empty → no API.
     #[arg(long)]
     pub api_address: Option<String>,
-    /// The renet binary the route server unit runs.
-    #[arg(long, default_value = "/usr/local/bin/renet")]
-    pub renet_bin: PathBuf,
-    /// The traefik binary the Traefik unit runs.
-    #[arg(long, default_value = "/usr/local/bin/traefik")]
-    pub traefik_bin: PathBuf,
+    /// The renet binary the units run; remembered [default: /usr/local/bin/renet].
+    #[arg(long)]
+    pub renet_bin: Option<PathBuf>,
+    /// The traefik binary the Traefik unit runs; remembered [default: /usr/local/bin/traefik].
+    #[arg(long)]
+    pub traefik_bin: Option<PathBuf>,
 }
 
 pub fn run(cmd: ProxyCommand) -> Result<u8> {
@@ -116,6 +225,7 @@ pub struct OutputPaths {
     pub unit_dir: PathBuf,
     pub renet_bin: PathBuf,
     pub traefik_bin: PathBuf,
+    pub data_dir: PathBuf,
 }
 
 impl OutputPaths {
@@ -136,6 +246,7 @@ pub struct Rendered {
     pub static_config: String,
     pub route_server_unit: String,
     pub traefik_unit: String,
+    pub daemon_unit: String,
 }
 
 /// The whole command: merge, validate, render, then write. Returns what it did, for the user.
@@ -156,9 +267,10 @@ pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
     let paths = OutputPaths {
         settings: absolute(&settings_path)?,
         out_dir: absolute(&settings.traefik_dir)?,
-        unit_dir: args.unit_dir.clone(),
-        renet_bin: args.renet_bin.clone(),
-        traefik_bin: args.traefik_bin.clone(),
+        unit_dir: absolute(&settings.proxy.unit_dir())?,
+        renet_bin: absolute(&settings.proxy.renet_bin())?,
+        traefik_bin: absolute(&settings.proxy.traefik_bin())?,
+        data_dir: absolute(&settings.proxy.data_dir())?,
     };
     settings.traefik_dir = paths.out_dir.clone();
     let rendered = render(&settings, &paths);
@@ -222,13 +334,15 @@ pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
     for (name, body) in [
         (ROUTE_SERVER_UNIT, &rendered.route_server_unit),
         (TRAEFIK_UNIT, &rendered.traefik_unit),
+        (DAEMON_UNIT, &rendered.daemon_unit),
     ] {
         let p = paths.unit_dir.join(name);
         write_file(&p, body.as_bytes(), None)?;
         report.push(format!("wrote {}", p.display()));
     }
     report.push(format!(
-        "next: systemctl daemon-reload && systemctl enable --now {ROUTE_SERVER_UNIT} {TRAEFIK_UNIT}"
+        "next: systemctl daemon-reload && systemctl enable --now {ROUTE_SERVER_UNIT} {TRAEFIK_UNIT}; \
+         each repository: systemctl enable --now renet-daemon@<network ID>.service"
     ));
     Ok(report)
 }
@@ -280,6 +394,35 @@ pub fn merge(s: &mut Settings, a: &ConfigArgs) -> Result<()> {
     }
     if let Some(v) = &a.out_dir {
         s.traefik_dir = v.clone();
+    }
+    if let Some(v) = &a.socket_dir {
+        s.socket_dir = absolute(v)?;
+    }
+    if let Some(v) = &a.state_dir {
+        s.state_dir = absolute(v)?;
+    }
+    let p = &mut s.proxy;
+    if let Some(v) = &a.unit_dir {
+        p.unit_dir = Some(absolute(v)?);
+    }
+    if let Some(v) = &a.renet_bin {
+        p.renet_bin = Some(absolute(v)?);
+    }
+    if let Some(v) = &a.traefik_bin {
+        p.traefik_bin = Some(absolute(v)?);
+    }
+    if let Some(v) = &a.data_dir {
+        p.data_dir = Some(absolute(v)?);
+    }
+    if let Some(v) = &a.preset_ports {
+        (p.preset_tcp_ports, p.preset_udp_ports) =
+            parse_preset_ports(v).context("--preset-ports")?;
+    }
+    if let Some(v) = &a.access_log {
+        p.access_log = opt(v).map(|f| absolute(Path::new(&f))).transpose()?;
+    }
+    if let Some(v) = &a.traefik_metrics {
+        p.traefik_metrics_address = opt(v);
     }
     Ok(())
 }
@@ -375,6 +518,17 @@ pub fn validate(s: &Settings) -> Result<()> {
             );
         }
     }
+    if let Some(m) = &s.proxy.traefik_metrics_address {
+        let a: SocketAddr = m.parse().with_context(|| {
+            format!("proxy.traefik_metrics_address: `{m}` is not an address:port (127.0.0.1:8082)")
+        })?;
+        if !a.ip().is_loopback() || a.port() == 0 {
+            bail!(
+                "proxy.traefik_metrics_address: `{m}`: metrics show every router and service; \
+                 give a loopback address and port (127.0.0.1:8082)"
+            );
+        }
+    }
     let known = entrypoint_names(s);
     for ep in &s.entrypoints {
         if !known.contains(ep) {
@@ -464,6 +618,12 @@ struct EntryPoint {
     redirect_to: Option<&'static str>,
     /// Routers on this entrypoint use TLS by default.
     tls: bool,
+    /// One of Traefik's default entrypoints (`asDefault`): a router that names no entrypoint
+    /// is served only on these (web, websecure and their -v6 twins), never on a `tcp-*`,
+    /// `udp-*`, API or metrics entrypoint.
+    default: bool,
+    /// Serves HTTP (TCP entrypoints do): gets the `aliasHeadersStrategy`.
+    http: bool,
 }
 
 /// The address HTTP(S), TCP and UDP entrypoints bind on IPv4: the public IPv4, else loopback.
@@ -482,6 +642,8 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: format!("{v4}:{}", s.http_port),
                 redirect_to: Some("websecure"),
                 tls: false,
+                default: true,
+                http: true,
             },
         ),
         (
@@ -490,6 +652,8 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: format!("{v4}:{}", s.https_port),
                 redirect_to: None,
                 tls: true,
+                default: true,
+                http: true,
             },
         ),
     ];
@@ -501,6 +665,8 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: format!("[{v6}]:{}", s.http_port),
                 redirect_to: Some("websecure-v6"),
                 tls: false,
+                default: true,
+                http: true,
             },
         ));
         out.push((
@@ -509,6 +675,8 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: format!("[{v6}]:{}", s.https_port),
                 redirect_to: None,
                 tls: true,
+                default: true,
+                http: true,
             },
         ));
     }
@@ -519,6 +687,8 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: format!("{v4}:{p}"),
                 redirect_to: None,
                 tls: false,
+                default: false,
+                http: true,
             },
         ));
     }
@@ -529,6 +699,8 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: format!("{v4}:{p}/udp"),
                 redirect_to: None,
                 tls: false,
+                default: false,
+                http: false,
             },
         ));
     }
@@ -539,11 +711,28 @@ fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
                 address: api.clone(),
                 redirect_to: None,
                 tls: false,
+                default: false,
+                http: true,
+            },
+        ));
+    }
+    if let Some(m) = &s.proxy.traefik_metrics_address {
+        out.push((
+            METRICS_ENTRYPOINT.to_string(),
+            EntryPoint {
+                address: m.clone(),
+                redirect_to: None,
+                tls: false,
+                default: false,
+                http: true,
             },
         ));
     }
     out
 }
+
+/// The entrypoint of Traefik's own Prometheus metrics (loopback only).
+pub const METRICS_ENTRYPOINT: &str = "metrics";
 
 /// The names of every entrypoint the static configuration defines, in file order.
 pub fn entrypoint_names(s: &Settings) -> Vec<String> {
@@ -557,16 +746,43 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
     for (name, ep) in entrypoints(s) {
         let mut e = serde_json::Map::new();
         e.insert("address".into(), Value::from(ep.address));
+        if ep.default {
+            e.insert("asDefault".into(), Value::Bool(true));
+        }
+        let mut http = serde_json::Map::new();
         if let Some(to) = ep.redirect_to {
-            e.insert(
-                "http".into(),
-                json!({ "redirections": { "entryPoint": {
-                    "to": to, "scheme": "https", "permanent": true
-                } } }),
+            http.insert(
+                "redirections".into(),
+                json!({ "entryPoint": { "to": to, "scheme": "https", "permanent": true } }),
             );
         }
         if ep.tls {
-            e.insert("http".into(), json!({ "tls": {} }));
+            http.insert("tls".into(), json!({}));
+        }
+        if ep.http {
+            // Headers whose names alias another (X_Auth_User for X-Auth-User) are dropped:
+            // backends that map header names to variables (CGI, PHP, WSGI) would read them as
+            // the header they alias. Setting it also silences Traefik's per-entrypoint warning.
+            http.insert("aliasHeadersStrategy".into(), Value::from("delete"));
+            // Encoded `/`, `\` and NUL in a path are refused (400): a backend that decodes
+            // the path differently from Traefik's rule matching would see another path (a
+            // PathPrefix rule or a middleware bypassed). The other encoded characters stay
+            // allowed, as they are today. Explicit values also silence Traefik's warning.
+            http.insert(
+                "encodedCharacters".into(),
+                json!({
+                    "allowEncodedSlash": false,
+                    "allowEncodedBackSlash": false,
+                    "allowEncodedNullCharacter": false,
+                    "allowEncodedSemicolon": true,
+                    "allowEncodedPercent": true,
+                    "allowEncodedQuestionMark": true,
+                    "allowEncodedHash": true,
+                }),
+            );
+        }
+        if !http.is_empty() {
+            e.insert("http".into(), Value::Object(http));
         }
         eps.insert(name, Value::Object(e));
     }
@@ -589,7 +805,20 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
         "global".into(),
         json!({ "checkNewVersion": false, "sendAnonymousUsage": false }),
     );
-    doc.insert("log".into(), json!({ "level": "INFO" }));
+    // No colour codes: the log goes to journald or a file.
+    doc.insert("log".into(), json!({ "level": "INFO", "noColor": true }));
+    if let Some(file) = &s.proxy.access_log {
+        doc.insert(
+            "accessLog".into(),
+            json!({ "filePath": file.display().to_string(), "format": "json" }),
+        );
+    }
+    if s.proxy.traefik_metrics_address.is_some() {
+        doc.insert(
+            "metrics".into(),
+            json!({ "prometheus": { "entryPoint": METRICS_ENTRYPOINT } }),
+        );
+    }
     doc.insert("entryPoints".into(), Value::Object(eps));
     doc.insert(
         "providers".into(),
@@ -621,10 +850,57 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
     static_config
         .push_str(&serde_yaml::to_string(&Value::Object(doc)).expect("JSON values serialize"));
 
+    Rendered {
+        static_config,
+        route_server_unit: route_server_unit(s, paths),
+        traefik_unit: traefik_unit(s, paths),
+        daemon_unit: daemon_unit(s, paths),
+    }
+}
+
+/// The sandbox every renet-written unit shares where it can: no new privileges, a read-only
+/// system, private /tmp and devices, no kernel tunables, modules, logs or clock, only the
+/// usual system calls.
+const COMMON_HARDENING: &str = "NoNewPrivileges=yes
+PrivateTmp=yes
+PrivateDevices=yes
+DevicePolicy=closed
+ProtectSystem=strict
+ProtectHome=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RemoveIPC=yes
+KeyringMode=private
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @mount @debug @cpu-emulation @obsolete @raw-io @reboot @swap
+SystemCallErrorNumber=EPERM
+UMask=0077
+";
+
+/// The route server: its own dynamic user in the `docker` group (the repo daemons' sockets are
+/// `root:docker 0660`), no capabilities, network limited to loopback, writes only its state
+/// folder.
+fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
     let settings = paths.settings.display();
-    let mut route_server_unit = String::new();
-    let _ = write!(
-        route_server_unit,
+    let state = s.state_dir.display();
+    // systemd creates (and hands to the dynamic user) a state folder below /var/lib itself.
+    let state_line = match s.state_dir.strip_prefix("/var/lib") {
+        Ok(rel) if !rel.as_os_str().is_empty() => format!("StateDirectory={}\n", rel.display()),
+        _ => format!("ReadWritePaths={state}\n"),
+    };
+    format!(
         "# Written by `renet proxy config`.\n\
          [Unit]\n\
          Description=renet route server (Traefik dynamic configuration from the repo daemons)\n\
@@ -634,18 +910,42 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
          [Service]\n\
          Type=simple\n\
          Environment=RENET_SETTINGS={settings}\n\
-         ExecStart={} route-server --settings {settings}\n\
+         Environment=RENET_DATA_DIR={data}\n\
+         Environment=NO_COLOR=1\n\
+         ExecStart={bin} route-server --settings {settings} --data-dir {data}\n\
          Restart=always\n\
          RestartSec=2\n\
+         DynamicUser=yes\n\
+         SupplementaryGroups=docker\n\
+         {state_line}\
+         ReadOnlyPaths=-{data}\n\
+         CapabilityBoundingSet=\n\
+         AmbientCapabilities=\n\
+         PrivateUsers=no\n\
+         RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n\
+         IPAddressDeny=any\n\
+         IPAddressAllow=localhost\n\
+         {COMMON_HARDENING}\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
-        paths.renet_bin.display()
-    );
+        bin = paths.renet_bin.display(),
+        data = paths.data_dir.display(),
+    )
+}
 
-    let mut traefik_unit = String::new();
-    let _ = write!(
-        traefik_unit,
+/// Traefik: root-owned configuration and certificates, but only `CAP_NET_BIND_SERVICE` (80,
+/// 443, 53), writes only its own folder (acme.json) and the access log's.
+fn traefik_unit(s: &Settings, paths: &OutputPaths) -> String {
+    // The access log's folder must be writable too (`-`: not an error while it is missing).
+    let access_log_dir = s
+        .proxy
+        .access_log
+        .as_ref()
+        .and_then(|f| f.parent())
+        .map(|d| format!(" -{}", d.display()))
+        .unwrap_or_default();
+    format!(
         "# Written by `renet proxy config`.\n\
          [Unit]\n\
          Description=Traefik reverse proxy for renet repositories\n\
@@ -655,25 +955,62 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
          \n\
          [Service]\n\
          Type=simple\n\
-         EnvironmentFile={}\n\
-         ExecStart={} --configFile={}\n\
+         EnvironmentFile={env}\n\
+         ExecStart={bin} --configFile={config}\n\
          Restart=always\n\
          RestartSec=2\n\
-         AmbientCapabilities=CAP_NET_BIND_SERVICE\n\
          LimitNOFILE=1048576\n\
+         CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
+         AmbientCapabilities=CAP_NET_BIND_SERVICE\n\
+         ReadWritePaths={out} -/var/log{access_log_dir}\n\
+         RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n\
+         {COMMON_HARDENING}\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
-        paths.env_file().display(),
-        paths.traefik_bin.display(),
-        paths.static_config().display()
-    );
+        env = paths.env_file().display(),
+        bin = paths.traefik_bin.display(),
+        config = paths.static_config().display(),
+        out = paths.out_dir.display(),
+    )
+}
 
-    Rendered {
-        static_config,
-        route_server_unit,
-        traefik_unit,
-    }
+/// A repo daemon, `renet-daemon@<network ID>.service`: `renet daemon start` starts dockerd
+/// and returns once it answers (so `Type=forking` with dockerd's pidfile). dockerd needs full
+/// root to run containers, so this unit is not sandboxed beyond what dockerd's own unit does;
+/// the isolation of the repositories is renet's job (vetting, per-repo daemons).
+fn daemon_unit(s: &Settings, paths: &OutputPaths) -> String {
+    let sockets = s.socket_dir.display();
+    let dirs = format!(
+        "--socket-dir {sockets} --data-dir {}",
+        paths.data_dir.display()
+    );
+    format!(
+        "# Written by `renet proxy config`.\n\
+         [Unit]\n\
+         Description=renet repo daemon (dockerd) of network %i\n\
+         After=network.target\n\
+         Before={ROUTE_SERVER_UNIT}\n\
+         \n\
+         [Service]\n\
+         Type=forking\n\
+         PIDFile={sockets}/docker-%i.pid\n\
+         Environment=NO_COLOR=1\n\
+         ExecStart={bin} daemon start --network-id %i {dirs}\n\
+         ExecStop={bin} daemon stop --network-id %i {dirs}\n\
+         TimeoutStartSec=120\n\
+         TimeoutStopSec=120\n\
+         Restart=on-failure\n\
+         RestartSec=2\n\
+         Delegate=yes\n\
+         KillMode=process\n\
+         LimitNOFILE=1048576\n\
+         TasksMax=infinity\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        bin = paths.renet_bin.display(),
+    )
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -703,6 +1040,7 @@ mod tests {
             unit_dir: "/etc/systemd/system".into(),
             renet_bin: "/usr/local/bin/renet".into(),
             traefik_bin: "/usr/local/bin/traefik".into(),
+            data_dir: "/var/lib/rediacc".into(),
         }
     }
 
@@ -869,6 +1207,38 @@ mod tests {
             msg.contains("websecure-v6") && msg.contains("public_ipv6"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn preset_ports_parse() {
+        assert_eq!(parse_preset_ports("default").unwrap(), (None, None));
+        assert_eq!(
+            parse_preset_ports("none").unwrap(),
+            (Some(vec![]), Some(vec![]))
+        );
+        assert_eq!(
+            parse_preset_ports("6379, 5432,53/udp,5432/tcp").unwrap(),
+            (Some(vec![5432, 6379]), Some(vec![53]))
+        );
+        assert!(parse_preset_ports("53/sctp").is_err());
+        assert!(parse_preset_ports("0").is_err());
+    }
+
+    #[test]
+    fn default_entrypoints_and_header_hardening() {
+        let s = production();
+        let y = render(&s, &paths()).static_config;
+        let doc: serde_json::Value = serde_yaml::from_str(&y).unwrap();
+        let eps = &doc["entryPoints"];
+        for name in ["web", "websecure", "web-v6", "websecure-v6"] {
+            assert_eq!(eps[name]["asDefault"], true, "{name}: {y}");
+        }
+        for name in ["tcp-5432", "udp-53"] {
+            assert!(eps[name].get("asDefault").is_none(), "{name}: {y}");
+        }
+        assert_eq!(eps["tcp-5432"]["http"]["aliasHeadersStrategy"], "delete");
+        assert!(eps["udp-53"].get("http").is_none(), "UDP has no HTTP");
+        assert_eq!(doc["log"]["noColor"], true);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use crate::addresses::{
     MISSING_NETWORK_ID, NetworkId, resolve_network_id, service_ip_vars, socket_file_name,
 };
+use crate::host::daemons::DEFAULT_DATA_DIR;
 use crate::host::settings::DEFAULT_SOCKET_DIR;
 
 /// The two accepted spellings, checked in this order.
@@ -35,6 +36,18 @@ pub enum RepoCommand {
     Down(RepoArgs),
     /// Run every Rediaccfile's `info` (root first, then subfolders A→Z).
     Info(RepoArgs),
+    /// Release a network ID's repository binding (the repository moved, or the ID is reused).
+    Unbind(UnbindArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UnbindArgs {
+    /// The network ID to release.
+    #[arg(long)]
+    pub network_id: NetworkId,
+    /// Folder of the repo daemons' data, where the binding is recorded.
+    #[arg(long, env = "RENET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,8 +59,16 @@ pub struct RepoArgs {
     #[arg(long)]
     pub network_id: Option<NetworkId>,
     /// Folder of the repo daemons' sockets (DOCKER_HOST is `<socket dir>/docker-<N>.sock`).
+    /// Passed on to every command the Rediaccfiles run (`RENET_SOCKET_DIR`).
     #[arg(long, env = "RENET_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
+    /// Folder of the repo daemons' data, where the network ID's root is recorded. Passed on as
+    /// `RENET_DATA_DIR`.
+    #[arg(long, env = "RENET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Settings file (route server address for the summary). Passed on as `RENET_SETTINGS`.
+    #[arg(long, env = "RENET_SETTINGS", value_name = "FILE")]
+    pub settings: Option<PathBuf>,
 }
 
 pub fn run(cmd: RepoCommand) -> Result<u8> {
@@ -55,6 +76,17 @@ pub fn run(cmd: RepoCommand) -> Result<u8> {
         RepoCommand::Up(a) => (Action::Up, a),
         RepoCommand::Down(a) => (Action::Down, a),
         RepoCommand::Info(a) => (Action::Info, a),
+        RepoCommand::Unbind(a) => {
+            match crate::host::repo_binding::unbind(&a.data_dir, a.network_id)? {
+                Some(b) => eprintln!(
+                    "renet: network {} released (was bound to {})",
+                    a.network_id,
+                    b.root.display()
+                ),
+                None => eprintln!("renet: network {} was not bound", a.network_id),
+            }
+            return Ok(0);
+        }
     };
     let network_id = resolve_network_id(
         args.network_id,
@@ -62,8 +94,16 @@ pub fn run(cmd: RepoCommand) -> Result<u8> {
         std::env::var("DOCKER_HOST").ok().as_deref(),
     )?
     .context(MISSING_NETWORK_ID)?;
-    let report = run_repo(phase, &args.dir, network_id, &args.socket_dir)?;
+    let target = Target {
+        socket_dir: args.socket_dir.clone(),
+        data_dir: args.data_dir.clone(),
+        settings: args.settings.clone(),
+    };
+    let report = run_repo(phase, &args.dir, network_id, &target)?;
     eprint!("{report}");
+    if phase == Action::Up {
+        print_route_summary(network_id, &target);
+    }
     Ok(if report.failed() { 1 } else { 0 })
 }
 
@@ -236,16 +276,97 @@ impl fmt::Display for Report {
     }
 }
 
-/// Runs one command on a repo. Errors (no Rediaccfile, bad compose file, slots) come before
-/// any function runs; function failures are in the report.
+/// How long `repo up` waits for the route server to have seen the repository's containers.
+const SUMMARY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long to wait for a route server that does not know the daemon at all.
+const SUMMARY_UNSEEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Ends `repo up` with what the route server made of the repository (`renet routes`): its
+/// routes, its ports (moved ones marked), and every refusal or conflict. Waits (bounded) until
+/// the route server knows as many containers of this daemon as the daemon runs with rediacc
+/// labels, so the summary is about this deployment. Never fails the command: a route server
+/// that is not running is said, not an error.
+fn print_route_summary(network_id: NetworkId, target: &Target) {
+    use crate::routing::routes_cli;
+    let addr = match routes_cli::route_server_address(None, target.settings.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("renet: routes not checked: {e:#}");
+            return;
+        }
+    };
+    let socket = target.socket_dir.join(socket_file_name(network_id));
+    let expected = labelled_containers(&socket);
+    let started = std::time::Instant::now();
+    let summary = loop {
+        match routes_cli::fetch(&addr, Some(network_id)) {
+            Err(e) => {
+                eprintln!("renet: routes not checked: {e:#}");
+                return;
+            }
+            Ok(s) => {
+                let seen = s["daemon"]["containers"].as_u64().unwrap_or(0);
+                let connected = s["daemon"]["state"] == "connected";
+                // A route server that watches another socket folder never sees this daemon
+                // (it finds new sockets within milliseconds): no point waiting long for it.
+                let unseen = s["daemon"].is_null() && started.elapsed() > SUMMARY_UNSEEN_WAIT;
+                if (connected && expected.is_none_or(|n| seen >= n))
+                    || unseen
+                    || started.elapsed() > SUMMARY_WAIT
+                {
+                    break s;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    eprint!("{}", routes_cli::render_text(&summary));
+}
+
+/// Running containers with a `rediacc.network_id` label on the daemon, if it answers.
+fn labelled_containers(socket: &Path) -> Option<u64> {
+    // filters={"label":["rediacc.network_id"]}
+    let path = "/containers/json?filters=%7B%22label%22%3A%5B%22rediacc.network_id%22%5D%7D";
+    let v = crate::host::daemons::http_get_json(socket, path).ok()?;
+    v.as_array().map(|a| a.len() as u64)
+}
+
+/// Where a repository's daemon and records live: every command a Rediaccfile runs gets the
+/// same folders (`RENET_SOCKET_DIR`, `RENET_DATA_DIR`, `RENET_SETTINGS`), so a nested
+/// `renet compose` can never fall back to the default folder and its daemon of the same number.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub socket_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub settings: Option<PathBuf>,
+}
+
+impl Target {
+    /// The default folders (`/var/run/rediacc`, `/var/lib/rediacc`).
+    pub fn with_socket_dir(socket_dir: &Path) -> Target {
+        Target {
+            socket_dir: socket_dir.to_path_buf(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            settings: None,
+        }
+    }
+}
+
+/// Runs one command on a repo. Errors (no Rediaccfile, bad compose file, slots, another
+/// repository's network ID) come before any function runs; function failures are in the
+/// report.
 pub fn run_repo(
     action: Action,
     dir: &Path,
     network_id: NetworkId,
-    socket_dir: &Path,
+    target: &Target,
 ) -> Result<Report> {
+    let socket_dir = target.socket_dir.as_path();
     let root = std::fs::canonicalize(dir)
         .with_context(|| format!("{}: cannot open the repository folder", dir.display()))?;
+    // A folder inside the repository bound to this network ID means that repository; another
+    // repository's ID is refused before anything runs.
+    let root = crate::host::repo_binding::check(&target.data_dir, network_id, &root)?;
     let files = discover(&root)?;
     if files.is_empty() {
         bail!(
@@ -257,6 +378,9 @@ pub fn run_repo(
     for rf in &files {
         check_syntax(rf)?;
     }
+    if action == Action::Up {
+        crate::host::repo_binding::bind(&target.data_dir, network_id, &root, socket_dir)?;
+    }
     let slots = match action {
         Action::Up => {
             let names = repo_service_names(&files)?;
@@ -265,7 +389,7 @@ pub fn run_repo(
         // Reading only: stopping or inspecting a repo must not change its slot table.
         Action::Down | Action::Info => crate::compose::slots::read(&root)?,
     };
-    let env = environment(&root, network_id, socket_dir, &slots)?;
+    let env = environment(&root, network_id, target, &slots)?;
     if action == Action::Up {
         let socket = socket_dir.join(socket_file_name(network_id));
         if !socket.exists() {
@@ -342,9 +466,10 @@ fn repo_service_names(files: &[Rediaccfile]) -> Result<Vec<String>> {
 fn environment(
     root: &Path,
     network_id: NetworkId,
-    socket_dir: &Path,
+    target: &Target,
     slots: &crate::compose::slots::SlotTable,
 ) -> Result<Vec<(String, OsString)>> {
+    let socket_dir = target.socket_dir.as_path();
     let repo_name = root
         .file_name()
         .map(|n| n.to_os_string())
@@ -364,7 +489,19 @@ fn environment(
         ("REPOSITORY_PATH".into(), root.as_os_str().to_owned()),
         ("REPOSITORY_NAME".into(), repo_name),
         ("REPOSITORY_NETWORK_ID".into(), id),
+        ("RENET_SOCKET_DIR".into(), socket_dir.as_os_str().to_owned()),
+        (
+            "RENET_DATA_DIR".into(),
+            std::path::absolute(&target.data_dir)
+                .with_context(|| format!("{}: cannot make absolute", target.data_dir.display()))?
+                .into_os_string(),
+        ),
     ];
+    if let Some(settings) = &target.settings {
+        let settings = std::path::absolute(settings)
+            .with_context(|| format!("{}: cannot make absolute", settings.display()))?;
+        env.push(("RENET_SETTINGS".into(), settings.into_os_string()));
+    }
     let vars = service_ip_vars(slots.keys().map(String::as_str)).map_err(|e| {
         anyhow::anyhow!("{}: {e}", crate::compose::slots::file_path(root).display())
     })?;

@@ -67,6 +67,9 @@ pub struct Settings {
     /// File the route server also writes the dynamic configuration to (atomically, on every
     /// change), for Traefik's file provider to pick up at once; none → HTTP polling only.
     pub dynamic_file: Option<PathBuf>,
+    /// What `renet proxy config` remembers: unit folder, binaries, preset ports, access log,
+    /// Traefik metrics (`proxy_config::ProxySettings`).
+    pub proxy: crate::host::proxy_config::ProxySettings,
 }
 
 impl Default for Settings {
@@ -93,6 +96,7 @@ impl Default for Settings {
             routing: Default::default(),
             redeploy_grace_seconds: 10,
             dynamic_file: None,
+            proxy: Default::default(),
         }
     }
 }
@@ -128,10 +132,15 @@ impl Settings {
         eps
     }
 
-    /// Every TCP port with an entrypoint: preconfigured, registered, and the dynamic range.
+    /// Every TCP port with an entrypoint: preset (`proxy.preset_tcp_ports`, else the
+    /// preconfigured ones), registered, and the dynamic range.
     pub fn tcp_entrypoint_ports(&self) -> std::collections::BTreeSet<u16> {
-        let mut ports: std::collections::BTreeSet<u16> =
-            PRECONFIGURED_TCP_PORTS.iter().copied().collect();
+        let presets = self.proxy.preset_tcp_ports.as_deref();
+        let mut ports: std::collections::BTreeSet<u16> = presets
+            .unwrap_or(PRECONFIGURED_TCP_PORTS)
+            .iter()
+            .copied()
+            .collect();
         ports.extend(self.tcp_ports.iter().copied());
         ports.extend(self.dynamic_range[0]..=self.dynamic_range[1]);
         ports
@@ -139,8 +148,12 @@ impl Settings {
 
     /// Every UDP port with an entrypoint: preconfigured and registered.
     pub fn udp_entrypoint_ports(&self) -> std::collections::BTreeSet<u16> {
-        let mut ports: std::collections::BTreeSet<u16> =
-            PRECONFIGURED_UDP_PORTS.iter().copied().collect();
+        let presets = self.proxy.preset_udp_ports.as_deref();
+        let mut ports: std::collections::BTreeSet<u16> = presets
+            .unwrap_or(PRECONFIGURED_UDP_PORTS)
+            .iter()
+            .copied()
+            .collect();
         ports.extend(self.udp_ports.iter().copied());
         ports
     }

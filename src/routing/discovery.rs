@@ -46,6 +46,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Seconds bollard waits for a daemon's answer headers (not for the event stream body).
 const REQUEST_TIMEOUT_SECS: u64 = 10;
+/// How often a connected daemon is pinged, and how long it gets to answer. A daemon that is
+/// stopped (SIGSTOP) or wedged keeps its socket and its idle event stream open, so without a
+/// bounded ping it would look connected forever.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Container events that can change whether (or how) a container is routed. Exec and attach
 /// events (a healthcheck runs an exec every interval) are filtered out by the daemon.
@@ -71,6 +76,9 @@ pub struct DaemonReport {
     pub connected: bool,
     /// Labelled running containers currently known on this daemon.
     pub containers: usize,
+    /// True while the containers are the last known ones of an earlier run of the route server
+    /// (state folder), not yet confirmed by this daemon: it has not answered since the start.
+    pub stale: bool,
     pub last_error: Option<String>,
 }
 
@@ -82,6 +90,8 @@ struct DaemonState {
     synced: bool,
     last_error: Option<String>,
     containers: BTreeMap<String, Container>,
+    /// The containers came from the last-known file, not from this daemon (see `seed`).
+    stale: bool,
 }
 
 /// The live view of every repo daemon. Shared between the discovery tasks (writers) and the
@@ -89,11 +99,19 @@ struct DaemonState {
 #[derive(Debug, Default)]
 pub struct Discovery {
     daemons: Mutex<BTreeMap<NetworkId, DaemonState>>,
+    /// Last known containers per network from an earlier run (state folder), handed to a
+    /// daemon when its socket is found, so a daemon that does not answer yet keeps its routes.
+    seed: Mutex<BTreeMap<NetworkId, BTreeMap<String, Container>>>,
     changed: Notify,
     /// Bumped on every change of the container set; lets readers skip identical rebuilds.
     generation: std::sync::atomic::AtomicU64,
     /// Entries of the socket folder that are not used, with the reason (shown by `/health`).
     ignored_sockets: Mutex<Vec<IgnoredSocket>>,
+    /// Rebuild and event-lag histograms for `/metrics`.
+    pub histograms: crate::routing::metrics::Histograms,
+    /// Daemons whose pidfile names a live dockerd but whose socket is gone (deleted by hand or
+    /// by a cleanup job): nothing can reach them, yet they run; refreshed at every rescan.
+    without_socket: Mutex<BTreeMap<NetworkId, i32>>,
 }
 
 impl Discovery {
@@ -120,6 +138,21 @@ impl Discovery {
         }
     }
 
+    /// Discovery that starts from the last known containers of an earlier run: a daemon found
+    /// in the socket folder serves these (marked stale) until it answers and is listed.
+    pub fn with_last_known(containers: Vec<Container>) -> Arc<Self> {
+        let d = Discovery::default();
+        {
+            let mut seed = d.seed.lock().unwrap_or_else(|p| p.into_inner());
+            for c in containers {
+                seed.entry(c.network_id)
+                    .or_default()
+                    .insert(c.id.clone(), c);
+            }
+        }
+        Arc::new(d)
+    }
+
     /// Every known container, sorted by network ID then name then ID, so that route building
     /// sees the same order for the same state (the output must be byte-deterministic).
     pub fn containers(&self) -> Vec<Container> {
@@ -141,8 +174,19 @@ impl Discovery {
                 socket: d.socket.display().to_string(),
                 connected: d.connected,
                 containers: d.containers.len(),
+                stale: d.stale,
                 last_error: d.last_error.clone(),
             })
+            .collect()
+    }
+
+    /// Daemons that run without a socket (network ID, pid), by network ID.
+    pub fn without_socket(&self) -> Vec<(NetworkId, i32)> {
+        self.without_socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, pid)| (*id, *pid))
             .collect()
     }
 
@@ -191,6 +235,13 @@ impl Discovery {
     }
 
     fn add_daemon(&self, id: NetworkId, socket: PathBuf) {
+        let seeded = self
+            .seed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .unwrap_or_default();
+        let stale = !seeded.is_empty();
         self.lock().insert(
             id,
             DaemonState {
@@ -198,9 +249,13 @@ impl Discovery {
                 connected: false,
                 synced: false,
                 last_error: None,
-                containers: BTreeMap::new(),
+                containers: seeded,
+                stale,
             },
         );
+        if stale {
+            self.bump();
+        }
     }
 
     fn remove_daemon(&self, id: NetworkId) {
@@ -222,6 +277,7 @@ impl Discovery {
             .with_daemon(id, |d| {
                 d.connected = true;
                 d.synced = true;
+                d.stale = false;
                 d.last_error = None;
                 let changed = d.containers != containers;
                 d.containers = containers;
@@ -346,6 +402,12 @@ impl Watcher {
     fn rescan(&mut self) {
         let (found, ignored) = scan_sockets(&self.dir);
         self.discovery.set_ignored_sockets(ignored);
+        let orphans = scan_live_pidfiles(&self.dir, &found);
+        *self
+            .discovery
+            .without_socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = orphans;
         let vanished: Vec<NetworkId> = self
             .tasks
             .iter()
@@ -368,6 +430,62 @@ impl Watcher {
             let task = tokio::spawn(follow_daemon(self.discovery.clone(), id, path.clone()));
             self.tasks.insert(id, (path, task));
         }
+    }
+}
+
+/// `docker-<N>.pid` files in `dir` without a `docker-<N>.sock`, whose pid is a live process
+/// (a dockerd, when `/proc` lets us see its name).
+pub fn scan_live_pidfiles(
+    dir: &Path,
+    sockets: &BTreeMap<NetworkId, PathBuf>,
+) -> BTreeMap<NetworkId, i32> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".pid"))
+            .and_then(|n| network_id_from_socket(&format!("{n}.sock")))
+        else {
+            continue;
+        };
+        if sockets.contains_key(&id) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid_is_live_dockerd(pid) {
+            out.insert(id, pid);
+        }
+    }
+    out
+}
+
+/// True when `pid` exists (EPERM counts: another user's process), is not a zombie, and is
+/// named `dockerd` when its name can be read (a sandbox may hide other users' `/proc`).
+fn pid_is_live_dockerd(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() == "dockerd",
+        Err(_) => true,
     }
 }
 
@@ -487,9 +605,9 @@ async fn session(discovery: &Discovery, id: NetworkId, socket: &Path) -> Result<
             .with_context(|| format!("{path}: cannot connect"))?;
     // The repo daemons may be older than bollard's default API version (Debian's 20.10
     // speaks 1.41); negotiating also proves the daemon answers.
-    let docker = docker
-        .negotiate_version()
+    let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
         .await
+        .map_err(|_| anyhow!("{path}: daemon does not answer within {PING_TIMEOUT:?}"))?
         .with_context(|| format!("{path}: daemon does not answer"))?;
 
     // Subscribe from one second before the listing, so that nothing is lost in between.
@@ -510,6 +628,7 @@ async fn session(discovery: &Discovery, id: NetworkId, socket: &Path) -> Result<
         filters: Some(filters),
     }));
 
+    let listed_at = now_nanos();
     let listed = docker
         .list_containers(Some(ListContainersOptions::default()))
         .await
@@ -530,11 +649,47 @@ async fn session(discovery: &Discovery, id: NetworkId, socket: &Path) -> Result<
     tracing::info!(network_id = %id, "daemon connected: {} labelled containers", containers.len());
     discovery.set_connected(id, containers);
 
-    while let Some(event) = events.next().await {
-        let event = event.with_context(|| format!("{path}: event stream"))?;
-        handle_event(discovery, &docker, id, event).await?;
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let event = event.with_context(|| format!("{path}: event stream"))?;
+                observe_lag(discovery, &event, listed_at);
+                handle_event(discovery, &docker, id, event).await?;
+            }
+            _ = ping.tick() => check_answers(&docker, path).await?,
+        }
     }
-    Ok(())
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// Records how late an event arrives (its own timestamp to now). Events replayed from before
+/// the listing are not lag, and are left out.
+fn observe_lag(discovery: &Discovery, event: &EventMessage, listed_at: i64) {
+    if let Some(t) = event.time_nano.filter(|t| *t >= listed_at) {
+        let lag = (now_nanos() - t).max(0) as f64 / 1e9;
+        discovery.histograms.event_lag_seconds.observe(lag);
+    }
+}
+
+/// A bounded `/_ping`: an error when the daemon does not answer within [`PING_TIMEOUT`], so
+/// that a hung daemon is reported disconnected (its last known containers stay routed).
+async fn check_answers(docker: &Docker, path: &str) -> Result<()> {
+    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e).with_context(|| format!("{path}: ping failed")),
+        Err(_) => Err(anyhow!(
+            "{path}: daemon does not answer /_ping within {PING_TIMEOUT:?} (hung or stopped)"
+        )),
+    }
 }
 
 async fn handle_event(

@@ -1,5 +1,9 @@
 //! The route server's HTTP endpoints (spec §6.5): `/routes.yaml` for Traefik's HTTP provider,
-//! and `/routes.json`, `/health`, `/ports` for operators.
+//! and `/routes.json`, `/health`, `/ports`, `/metrics` for operators and monitoring.
+//!
+//! `/health` answers 503 when degraded (a daemon not answering, hung, serving stale routes, a
+//! registered repository without a daemon, the state folder not writable), so an HTTP check
+//! (systemd, a load balancer, Prometheus' blackbox) sees it without parsing the body.
 //!
 //! Every handler reads the current published snapshot (an `Arc` cloned under a read lock held
 //! for nanoseconds) and the discovery state (a mutex never held across an `.await`), so no
@@ -7,6 +11,7 @@
 //! snapshot, when it is published, not per request. Every JSON body has its object keys sorted,
 //! so the same state always gives the same bytes.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
@@ -57,14 +62,45 @@ pub struct AppState {
     pub discovery: Arc<Discovery>,
     /// The last failure to persist the port table, shown by `/health` until a write works.
     pub state_error: Mutex<Option<String>>,
+    /// Where the registered repositories are recorded; None → nothing is expected.
+    pub expected: Option<Expected>,
+}
+
+/// The repositories this route server should see: those bound (`repo_binding`) to a daemon in
+/// its socket folder. Read at each `/health` and `/metrics` request (a readdir of small
+/// files), so a repository registered or released later is seen without a restart.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub data_dir: PathBuf,
+    pub socket_dir: PathBuf,
+}
+
+impl Expected {
+    pub fn list(&self) -> Vec<crate::host::repo_binding::Binding> {
+        let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let ours = abs(&self.socket_dir);
+        crate::host::repo_binding::list(&self.data_dir)
+            .into_iter()
+            .filter(|b| abs(&b.socket_dir) == ours)
+            .collect()
+    }
 }
 
 impl AppState {
     pub fn new(initial: Published, discovery: Arc<Discovery>) -> Arc<Self> {
+        Self::with_expected(initial, discovery, None)
+    }
+
+    pub fn with_expected(
+        initial: Published,
+        discovery: Arc<Discovery>,
+        expected: Option<Expected>,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             published: RwLock::new(Arc::new(initial)),
             discovery,
             state_error: Mutex::new(None),
+            expected,
         })
     }
 
@@ -93,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/routes.json", get(routes_json))
         .route("/health", get(health))
         .route("/ports", get(ports))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -110,14 +147,44 @@ async fn ports(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn health(State(s): State<Arc<AppState>>) -> Response {
-    body("application/json", canonical_json(&health_value(&s)))
+    let v = health_value(&s);
+    let code = if v["status"] == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = body("application/json", canonical_json(&v));
+    *r.status_mut() = code;
+    r
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let v = health_value(&s);
+    let len = |k: &str| v[k].as_array().map_or(0, Vec::len);
+    let counts = crate::routing::metrics::Counts {
+        routers: v["routers"].as_u64().unwrap_or(0) as usize,
+        services: v["services"].as_u64().unwrap_or(0) as usize,
+        conflicts: len("conflicts"),
+        rejected: len("rejected"),
+        refused: len("refused"),
+        missing: v["daemons"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|d| d["state"] == "missing").count()),
+        degraded: v["status"] != "ok",
+    };
+    let text =
+        crate::routing::metrics::render(&counts, &s.discovery.daemons(), &s.discovery.histograms);
+    body(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        Bytes::from(text),
+    )
 }
 
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "not found; endpoints: /routes.yaml /routes.json /health /ports\n",
+        "not found; endpoints: /routes.yaml /routes.json /health /ports /metrics\n",
     )
         .into_response()
 }
@@ -136,25 +203,35 @@ fn body(content_type: &'static str, bytes: Bytes) -> Response {
 }
 
 /// The `/health` document: the snapshot's counts and findings plus each daemon's live state.
-/// `status` is `ok` when every daemon is connected and the state folder is writable, else
-/// `degraded` (routes are still served from what is known).
+/// `status` is `ok` when every daemon is connected and confirmed (not stale), every registered
+/// repository has its daemon, and the state folder is writable; else `degraded` (routes are
+/// still served from what is known). Each daemon has a `state`: `connected`, `disconnected`
+/// (not answering, hung), `stale` (not answering since this server started: its last known
+/// containers are served), or `missing` (a registered repository without a daemon socket).
 pub fn health_value(s: &AppState) -> Value {
     let p = s.current();
     let snap = &p.snapshot;
-    let daemons = s.discovery.daemons();
+    let reports = s.discovery.daemons();
     let state_error = s
         .state_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let all_connected = daemons.iter().all(|d| d.connected);
-    let status = if all_connected && state_error.is_none() {
+    let expected = s.expected.as_ref().map(Expected::list).unwrap_or_default();
+    let daemons = daemon_entries(&reports, &s.discovery.without_socket(), &expected);
+    let healthy = daemons.iter().all(|d| d["state"] == "connected");
+    let status = if healthy && state_error.is_none() {
         "ok"
     } else {
         "degraded"
     };
+    let expected: Vec<Value> = expected
+        .iter()
+        .map(|b| json!({"network_id": b.network_id, "root": b.root.display().to_string()}))
+        .collect();
     json!({
         "status": status,
+        "expected": expected,
         "routers": snap.router_count,
         "services": snap.service_count,
         "auto_routes": {
@@ -169,6 +246,78 @@ pub fn health_value(s: &AppState) -> Value {
         "state_error": state_error,
         "snapshot_generation": p.generation,
     })
+}
+
+/// Each known daemon with its `state`, then those that run without a socket (`no-socket`), then
+/// every expected one that has no socket (`missing`), by network ID.
+fn daemon_entries(
+    reports: &[crate::routing::discovery::DaemonReport],
+    without_socket: &[(crate::addresses::NetworkId, i32)],
+    expected: &[crate::host::repo_binding::Binding],
+) -> Vec<Value> {
+    let mut out: Vec<(u32, Value)> = reports
+        .iter()
+        .map(|d| {
+            let state = match (d.connected, d.stale) {
+                (true, _) => "connected",
+                (false, true) => "stale",
+                (false, false) => "disconnected",
+            };
+            let mut v = serde_json::to_value(d).expect("a report always serializes");
+            v["state"] = json!(state);
+            (d.network_id.get(), v)
+        })
+        .collect();
+    for (id, pid) in without_socket {
+        out.push((
+            id.get(),
+            json!({
+                "network_id": id.get(),
+                "socket": null,
+                "connected": false,
+                "containers": 0,
+                "stale": false,
+                "state": "no-socket",
+                "last_error": format!(
+                    "dockerd of network {id} runs (pid {pid}) but its socket is gone: nothing \
+                     can reach it; `renet daemon stop --network-id {id}`, then `start`"
+                ),
+            }),
+        ));
+    }
+    for b in expected {
+        if reports.iter().any(|d| d.network_id.get() == b.network_id)
+            || without_socket
+                .iter()
+                .any(|(id, _)| id.get() == b.network_id)
+        {
+            continue;
+        }
+        let socket = b
+            .socket_dir
+            .join(format!("docker-{}.sock", b.network_id))
+            .display()
+            .to_string();
+        out.push((
+            b.network_id,
+            json!({
+                "network_id": b.network_id,
+                "socket": socket,
+                "connected": false,
+                "containers": 0,
+                "stale": false,
+                "state": "missing",
+                "last_error": format!(
+                    "the repository {} is registered for network {} but its daemon socket is \
+                     missing; start it with `renet daemon start --network-id {}`, or release \
+                     the repository with `renet repo unbind --network-id {}`",
+                    b.root.display(), b.network_id, b.network_id, b.network_id
+                ),
+            }),
+        ));
+    }
+    out.sort_by_key(|(id, _)| *id);
+    out.into_iter().map(|(_, v)| v).collect()
 }
 
 /// `/ports`: the allocations split by protocol, each list sorted by port.

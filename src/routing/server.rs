@@ -20,6 +20,7 @@ use crate::routing::build::{self as routes, Claims, Container, RouteSettings};
 use crate::routing::claims_store::{ClaimsStore, Stamp};
 use crate::routing::discovery::{self, Discovery};
 use crate::routing::http_api::{self, AppState, Published};
+use crate::routing::last_known;
 use crate::routing::redeploy::Lingering;
 
 /// Longest wait at startup for the first listing of every daemon before serving anyway.
@@ -30,6 +31,8 @@ struct Builder {
     store: ClaimsStore,
     lingering: Lingering,
     dynamic_file: Option<PathBuf>,
+    /// Where each built container set goes to be saved as the last known one.
+    saves: tokio::sync::watch::Sender<Arc<Vec<Container>>>,
 }
 
 /// Replaces the dynamic configuration file atomically, so Traefik's file provider never reads
@@ -103,6 +106,10 @@ pub struct RouteServerArgs {
     /// [settings: dynamic_file].
     #[arg(long, value_name = "FILE")]
     pub dynamic_file: Option<PathBuf>,
+    /// Folder of the repo daemons' data, where repositories are registered: a registered
+    /// repository whose daemon is missing makes `/health` degraded [default /var/lib/rediacc].
+    #[arg(long, env = "RENET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -129,6 +136,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub socket_dir: PathBuf,
     pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
     pub routes: RouteSettings,
     pub redeploy_grace: Duration,
     pub dynamic_file: Option<PathBuf>,
@@ -195,6 +203,9 @@ impl Config {
             listen,
             socket_dir: s.socket_dir.clone(),
             state_dir: s.state_dir.clone(),
+            data_dir: a
+                .data_dir
+                .unwrap_or_else(|| crate::host::daemons::DEFAULT_DATA_DIR.into()),
             routes: RouteSettings::from_settings(&s)?,
             redeploy_grace: Duration::from_secs(s.redeploy_grace_seconds),
             dynamic_file: s.dynamic_file.clone(),
@@ -263,7 +274,12 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
-    let discovery = Discovery::new();
+    let last_known_path = config.state_dir.join(last_known::FILE);
+    let last_known = last_known::load(&last_known_path).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}; starting without last known containers");
+        Vec::new()
+    });
+    let discovery = Discovery::with_last_known(last_known);
     let watcher = discovery::start(discovery.clone(), config.socket_dir.clone()).await;
     let started = Instant::now();
     if !discovery.wait_initial_sync(INITIAL_SYNC_TIMEOUT).await {
@@ -280,7 +296,15 @@ pub async fn serve(
         // At startup a failure is fatal: a wrong path should be seen at once.
         write_dynamic_file(path, &first_published.routes_yaml)?;
     }
-    let state = AppState::new(first_published, discovery.clone());
+    let expected = crate::routing::http_api::Expected {
+        data_dir: config.data_dir.clone(),
+        socket_dir: config.socket_dir.clone(),
+    };
+    let state = AppState::with_expected(first_published, discovery.clone(), Some(expected));
+    // The saver writes the latest container set in the background: a slow disk never delays
+    // the next rebuild, and a burst of changes costs one write of the newest set.
+    let (saves, saved) = tokio::sync::watch::channel(Arc::new(first.1.clone()));
+    let saver = tokio::spawn(saver_loop(saved, last_known_path.clone()));
     let stamp = persist(&state, &store, &claims, &first_claims, stamp)
         .await
         .unwrap_or_default();
@@ -302,6 +326,7 @@ pub async fn serve(
             store,
             lingering: Lingering::new(config.redeploy_grace),
             dynamic_file: config.dynamic_file.clone(),
+            saves,
         },
         stamp,
     ));
@@ -310,6 +335,14 @@ pub async fn serve(
         .await
         .context("HTTP server failed");
     builder.abort();
+    saver.abort();
+    // A last save on the way out, so a change just before a restart is not lost.
+    let final_set = discovery.containers();
+    let saved_at_exit =
+        tokio::task::spawn_blocking(move || last_known::save(&last_known_path, &final_set)).await;
+    if let Ok(Err(e)) = saved_at_exit {
+        tracing::warn!("{e:#}");
+    }
     watcher.abort();
     tracing::info!("stopped");
     result
@@ -354,6 +387,7 @@ async fn builder_loop(
         store,
         mut lingering,
         dynamic_file,
+        saves,
     } = builder;
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
@@ -449,6 +483,11 @@ async fn builder_loop(
             }
         }
         state.publish(published);
+        discovery
+            .histograms
+            .rebuild_seconds
+            .observe(started.elapsed().as_secs_f64());
+        saves.send_replace(Arc::new(last_live.clone()));
         tracing::debug!(
             "snapshot {generation}: {} containers, built in {:?} (routes::build {:?}){}",
             containers.len(),
@@ -457,6 +496,24 @@ async fn builder_loop(
             if changed_yaml { ", routes changed" } else { "" }
         );
         last_containers = containers;
+    }
+}
+
+/// Saves the container set of each published snapshot (`last_known`), newest first: the
+/// current value at start, then whenever it changes. A failure is logged only: the file is a
+/// cache for the next start.
+async fn saver_loop(mut saved: tokio::sync::watch::Receiver<Arc<Vec<Container>>>, path: PathBuf) {
+    loop {
+        let containers = saved.borrow_and_update().clone();
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || last_known::save(&p, &containers)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e:#}"),
+            Err(e) => tracing::warn!("saving the last known containers panicked: {e}"),
+        }
+        if saved.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -50,7 +50,22 @@ pub fn renet(cwd: &Path) -> Command {
         "RENET_RUNTIME_DIR",
         std::env::temp_dir().join("renet-test-overrides"),
     );
+    // renet binds each network ID to one repository root (recorded in the data folder). The
+    // shared test daemons serve many throwaway roots at once, so each working folder gets a
+    // registry of its own; the binding itself is tested in tests/ops_right_target.rs.
+    c.env("RENET_DATA_DIR", test_data_dir(cwd));
     c
+}
+
+/// `<tmp>/renet-test-data/<cwd with / replaced>`: one repository registry per working folder.
+pub fn test_data_dir(cwd: &Path) -> PathBuf {
+    let key: String = cwd
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir().join("renet-test-data").join(key)
 }
 
 pub fn docker(network: u32) -> Command {

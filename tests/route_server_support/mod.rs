@@ -119,9 +119,9 @@ impl Daemon {
     /// Starts the daemon and imports the busybox test image into it.
     pub fn start(sandbox: &Sandbox, n: u32) -> Daemon {
         assert!(
-            [2944, 3008, 3072, 3712, 3776, 3840, 3968].contains(&n),
-            "route server tests use networks 2944, 3008, 3072 (and 3712, 3776, 3840 for the \
-             tenant isolation corpus, 3968 for redeploys) only"
+            [2944, 3008, 3072, 3520, 3584, 3648, 3712, 3776, 3840, 3968].contains(&n),
+            "route server tests use networks 2944, 3008, 3072 (ops tests: 3520, 3584, 3648; \
+             tenant isolation corpus: 3712, 3776, 3840; redeploys: 3968) only"
         );
         let mut d = Daemon {
             network_id: n,
@@ -364,13 +364,22 @@ impl RouteServer {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// GET `path`; Err when not reachable or not 200.
+    /// GET `path`; Err when not reachable or not 200 (for `/health`, also 503: degraded is
+    /// an answer too; see [`RouteServer::health`] for the status code).
     pub fn get(&self, path: &str) -> Result<String, String> {
         let (code, body) = http_get(&format!("127.0.0.1:{}", self.port), path, None)?;
-        if code != 200 {
+        if code != 200 && !(code == 503 && path == "/health") {
             return Err(format!("GET {path}: {code}: {body}"));
         }
         Ok(body)
+    }
+
+    /// `/health`: its HTTP status code and its document.
+    pub fn health(&self) -> (u16, serde_json::Value) {
+        let (code, body) = http_get(&format!("127.0.0.1:{}", self.port), "/health", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health: {e}: {body}"));
+        (code, v)
     }
 
     pub fn json(&self, path: &str) -> serde_json::Value {
