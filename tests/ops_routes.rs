@@ -136,7 +136,7 @@ fn repo_up_and_routes_show_a_refused_host_and_a_moved_port() {
     );
     assert!(err.contains("MOVED: 15432 was asked for"), "{err}");
     assert!(
-        err.contains("open-3520") && err.contains("no Host"),
+        err.contains("open-3520") && err.contains("not confined to a host name"),
         "{err}"
     );
 
@@ -252,7 +252,10 @@ fn check_reports_each_kind_of_label_error_offline() {
     assert!(about("typo", "unknown field `entrypoint`"), "{doc:#}");
     assert!(about("unquoted", "not quoted"), "{doc:#}");
     assert!(about("dangling", "middleware"), "{doc:#}");
-    assert!(about("noentry", "`nosuch` does not exist"), "{doc:#}");
+    assert!(
+        about("noentry", "`nosuch` is not an HTTP entrypoint"),
+        "{doc:#}"
+    );
     assert!(
         !findings.iter().any(|f| f["service"] == "good"),
         "a clean service has no finding: {doc:#}"

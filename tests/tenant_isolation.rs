@@ -223,6 +223,8 @@ fn hostile_labels_are_refused_and_every_other_tenant_keeps_being_served() {
         "",
         "--dynamic-range",
         "10000-10007",
+        "--redeploy-grace",
+        "2",
     ];
     let mut rs = RouteServer::start_on(&sb, rs_port, &flags);
     let mut names = vec![
@@ -797,6 +799,14 @@ fn hostile_labels_are_refused_and_every_other_tenant_keeps_being_served() {
     // The operator releases the host: the next claim gets it (here the waiting attacker, whose
     // oldest router asking for the name wins).
     victim.docker_ok(&["stop", "-t", "1", "v-shop"]);
+    wait_for("the victim's shop route gone again", LONG, || {
+        let y = rs.get("/routes.yaml")?;
+        if y.contains("shop-3712") {
+            Err(y)
+        } else {
+            Ok(())
+        }
+    });
     let out = Command::new(renet_bin())
         .args(["claims", "release", "host", "Shop.Test.Example."])
         .arg("--state-dir")
