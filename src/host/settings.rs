@@ -60,6 +60,8 @@ pub struct Settings {
     /// Loopback address of Traefik's API and ping entrypoint (`traefik`); none → no API.
     /// Only loopback: the API has no authentication.
     pub traefik_api_address: Option<String>,
+    /// What repositories' containers may reach besides their own block (docs/operations.md).
+    pub isolation: crate::host::isolation::IsolationSettings,
 }
 
 impl Default for Settings {
@@ -83,6 +85,7 @@ impl Default for Settings {
             https_port: 443,
             traefik_dir: "/etc/rediacc/traefik".into(),
             traefik_api_address: None,
+            isolation: Default::default(),
         }
     }
 }
