@@ -36,13 +36,42 @@ const NFT_CGROUP_BASE: &str = "/sys/fs/cgroup";
 pub const CGROUP_LEVEL: u32 = 2;
 
 /// The `isolation` field of the settings file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IsolationSettings {
     /// Host services every repository's containers may reach on local addresses, besides their
     /// own /26, the DNS resolvers and Traefik's public entrypoints: `ADDR[:PORT][/tcp|/udp]`
     /// (`127.0.0.1:5353/udp`, `[::1]:8125`, `127.0.0.1` for every port; IPv6 in brackets).
     pub allow: Vec<String>,
+    /// The resolver file whose `nameserver` addresses containers may query on port 53: the
+    /// one the repo daemons copy into containers (dockerd uses the host's, or
+    /// `/run/systemd/resolve/resolv.conf` when the host's points at 127.0.0.53).
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for IsolationSettings {
+    fn default() -> Self {
+        IsolationSettings {
+            allow: Vec::new(),
+            resolv_conf: "/etc/resolv.conf".into(),
+        }
+    }
+}
+
+impl IsolationSettings {
+    /// The resolver file's text; a missing file means no resolver to allow.
+    fn read_resolv_conf(&self) -> Result<String> {
+        match std::fs::read_to_string(&self.resolv_conf) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "settings isolation.resolv_conf: {}: cannot read",
+                    self.resolv_conf.display()
+                )
+            }),
+        }
+    }
 }
 
 /// The dockerd `--cgroup-parent` of network N (cgroupfs driver: a path below the root).
@@ -351,7 +380,10 @@ pub fn allowed_destinations(
             addr: ip,
             protocol: None,
             ports: vec![53],
-            reason: "DNS resolver from /etc/resolv.conf".into(),
+            reason: format!(
+                "DNS resolver from {}",
+                settings.isolation.resolv_conf.display()
+            ),
         });
     }
     for entry in &settings.isolation.allow {
@@ -466,7 +498,7 @@ fn nft_load(script: &str) -> Result<()> {
 pub fn install(id: NetworkId, settings: &Settings) -> Result<Vec<Destination>> {
     let layout = CgroupLayout::detect()?;
     layout.prepare(id)?;
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = settings.isolation.read_resolv_conf()?;
     let allowed = allowed_destinations(id, settings, &resolv)?;
     nft_load(&render_ruleset(id, &layout.nft_path(id), &allowed))
         .with_context(|| format!("installing the firewall of network {id}"))?;
@@ -543,8 +575,11 @@ pub fn status(id: NetworkId, settings: &Settings) -> IsolationStatus {
             (String::new(), "missing")
         }
     };
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let allowed = match allowed_destinations(id, settings, &resolv) {
+    let allowed = match settings
+        .isolation
+        .read_resolv_conf()
+        .and_then(|resolv| allowed_destinations(id, settings, &resolv))
+    {
         Ok(list) => list.iter().map(Destination::describe).collect(),
         Err(e) => {
             warnings.push(format!("{e:#}"));
