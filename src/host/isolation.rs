@@ -496,10 +496,10 @@ fn nft_load(script: &str) -> Result<()> {
 
 /// Creates the repository's cgroup and installs (or replaces) network N's table.
 pub fn install(id: NetworkId, settings: &Settings) -> Result<Vec<Destination>> {
-    let layout = CgroupLayout::detect()?;
-    layout.prepare(id)?;
     let resolv = settings.isolation.read_resolv_conf()?;
     let allowed = allowed_destinations(id, settings, &resolv)?;
+    let layout = CgroupLayout::detect()?;
+    layout.prepare(id)?;
     nft_load(&render_ruleset(id, &layout.nft_path(id), &allowed))
         .with_context(|| format!("installing the firewall of network {id}"))?;
     Ok(allowed)
