@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use renet::addresses::NetworkId;
+use renet::host::isolation;
 use route_server_support::{
     IMAGE, RouteServer, Sandbox, Traefik, free_port, http_get, renet_bin, repo_root, slot_ip,
     wait_for, web,
@@ -209,38 +211,57 @@ impl Drop for RepoDaemon {
             let _ = self.renet(&["stop", "--network-id", &self.n.to_string()]);
         }
         // Whatever happened above, no rule of this test may outlive it.
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &format!("renet_{}", self.n)])
-            .output();
+        let _ = isolation::remove(NetworkId::new(self.n).unwrap());
         self.release_netns();
     }
 }
 
-/// `nft list table inet renet_<N>`, None when missing. Counters are blanked so two listings
-/// of the same rules compare equal.
-fn table(n: u32) -> Option<String> {
+/// Network n's chains in the shared table (`nft list chain inet renet out_<n>` and `in_<n>`),
+/// None when it has none. Counters are blanked so two listings of the same rules compare equal.
+fn rules(n: u32) -> Option<String> {
+    let mut text = String::new();
+    for chain in [format!("out_{n}"), format!("in_{n}")] {
+        let out = Command::new("nft")
+            .args(["list", "chain", "inet", isolation::TABLE, &chain])
+            .output()
+            .expect("run nft (scripts/test-env.sh installs nftables)");
+        if !out.status.success() {
+            return None;
+        }
+        text += &String::from_utf8_lossy(&out.stdout);
+    }
+    Some(blank_counters(&text))
+}
+
+/// The shared table's listing (empty when there is none).
+fn whole_table() -> String {
     let out = Command::new("nft")
-        .args(["list", "table", "inet", &format!("renet_{n}")])
+        .args(["list", "table", "inet", isolation::TABLE])
         .output()
-        .expect("run nft (scripts/test-env.sh installs nftables)");
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .split(" counter packets ")
-            .enumerate()
-            .map(|(i, part)| {
-                if i == 0 {
-                    part.to_string()
-                } else {
-                    // "N bytes M rest" → "rest"
-                    part.splitn(4, ' ').nth(3).unwrap_or("").to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" counter ")
-    })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True when the table sends packets of network n's cgroup to its chains.
+fn dispatched(n: u32) -> bool {
+    let text = whole_table();
+    text.contains(&format!("renet/{n}\" : jump out_{n}"))
+        && text.contains(&format!("renet/{n}\" : jump in_{n}"))
+}
+
+fn blank_counters(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        out.push(words[i]);
+        if words[i] == "counter" && words.get(i + 1) == Some(&"packets") {
+            i += 5; // counter packets N bytes M
+        } else {
+            i += 1;
+        }
+    }
+    out.join(" ")
 }
 
 fn write_settings(sb: &Sandbox, json: serde_json::Value) -> PathBuf {
@@ -503,6 +524,21 @@ fn a_container_reaches_its_own_services_the_resolver_and_allowed_host_services_o
         "repo-a"
     );
     drop(resolver_tcp);
+
+    // Stopping A's daemon removes A's rules only: B stays walled off.
+    let mut a = a;
+    a.down();
+    assert!(!dispatched(3328) && dispatched(3392));
+    let err = b
+        .exec(
+            "b-web",
+            &format!(
+                "timeout 5 wget -qO- http://127.0.0.1:{}/routes.json",
+                rs.port
+            ),
+        )
+        .expect_err("B reached the route server");
+    assert!(err.contains("refused"), "{err}");
 }
 
 #[test]
@@ -583,8 +619,15 @@ fn rules_are_installed_by_start_removed_by_stop_and_restored_by_start() {
     let host_service = HostTcp::start(&format!("127.0.0.1:{port}"), "host-service");
 
     let mut a = RepoDaemon::start(&sb, 3392, &settings);
-    let installed = table(3392).expect("no table after daemon start");
-    assert!(installed.contains("socket cgroupv2 level 2"), "{installed}");
+    let installed = rules(3392).expect("no rules after daemon start");
+    assert!(
+        installed.contains("ip daddr 127.0.13.64/26 accept"),
+        "{installed}"
+    );
+    assert!(
+        dispatched(3392),
+        "the table does not dispatch network 3392's cgroup"
+    );
     let st = a.status();
     assert_eq!(st["isolation"]["firewall"], "installed", "{st}");
     assert!(
@@ -595,15 +638,12 @@ fn rules_are_installed_by_start_removed_by_stop_and_restored_by_start() {
         "{st}"
     );
 
-    // Idempotent: a second start while running replaces the table with the same rules.
+    // Idempotent: a second start while running replaces the rules with the same ones, once.
     a.up();
-    assert_eq!(table(3392).as_deref(), Some(installed.as_str()));
-    let tables = Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .unwrap();
-    let tables = String::from_utf8_lossy(&tables.stdout);
-    assert_eq!(tables.matches("renet_3392").count(), 1, "{tables}");
+    assert_eq!(rules(3392).as_deref(), Some(installed.as_str()));
+    let table = whole_table();
+    assert_eq!(table.matches("jump out_3392").count(), 1, "{table}");
+    assert_eq!(table.matches("vmap @repo_output").count(), 1, "{table}");
 
     let blocked = |a: &RepoDaemon| {
         a.run("probe", &[], &["sleep".into(), "60".into()]);
@@ -614,20 +654,19 @@ fn rules_are_installed_by_start_removed_by_stop_and_restored_by_start() {
     assert_refused(blocked(&a));
 
     a.down();
-    assert_eq!(table(3392), None, "the table outlived daemon stop");
+    assert_eq!(rules(3392), None, "the rules outlived daemon stop");
+    assert!(!dispatched(3392));
 
     // After a reboot the rules are gone while nothing runs; start brings both back.
     a.up();
-    assert_eq!(table(3392).as_deref(), Some(installed.as_str()));
+    assert_eq!(rules(3392).as_deref(), Some(installed.as_str()));
+    assert!(dispatched(3392));
     assert_refused(blocked(&a));
     assert_eq!(host_read(&host_service.addr), "host-service");
 
-    // Rules flushed under a running daemon (`nft flush ruleset`): status says so, and start
-    // (the daemon already answers) restores them.
-    Command::new("nft")
-        .args(["delete", "table", "inet", "renet_3392"])
-        .output()
-        .unwrap();
+    // Rules gone under a running daemon (an operator's `nft flush ruleset`): status says so,
+    // and start (the daemon already answers) restores them.
+    isolation::remove(NetworkId::new(3392).unwrap()).unwrap();
     assert_eq!(a.status()["isolation"]["firewall"], "missing");
     a.up();
     assert_eq!(a.status()["isolation"]["firewall"], "installed");
@@ -666,7 +705,7 @@ fn a_bad_allow_entry_is_refused_before_anything_starts() {
         err.contains("isolation.allow") && err.contains("\"127.0.0.0/8\""),
         "{err}"
     );
-    assert_eq!(table(3456), None, "a table was installed");
+    assert_eq!(rules(3456), None, "rules were installed");
     assert!(
         !sb.sockets.path().join("docker-3456.sock").exists(),
         "the daemon started"

@@ -107,9 +107,11 @@ pub fn run(cmd: DaemonCommand) -> Result<u8> {
             let settings = a.dirs.load_settings()?;
             let allowed = isolation::install(a.network_id, &settings)?;
             eprintln!(
-                "renet: firewall of network {} installed (table inet {}); its containers may reach {}",
+                "renet: firewall of network {} installed (table inet {}, chains out_{}/in_{}); its containers may reach {}",
                 a.network_id,
-                isolation::table_name(a.network_id),
+                isolation::TABLE,
+                a.network_id,
+                a.network_id,
                 allowed
                     .iter()
                     .map(isolation::Destination::describe)
