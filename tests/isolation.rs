@@ -339,6 +339,9 @@ struct OtherHost {
     name: String,
     host_if: String,
     host_ip: Ipv4Addr,
+    ns_ip: Ipv4Addr,
+    servers: Vec<std::process::Child>,
+    www: tempfile::TempDir,
 }
 
 impl OtherHost {
@@ -355,6 +358,9 @@ impl OtherHost {
             name: name.clone(),
             host_if: host_if.clone(),
             host_ip,
+            ns_ip,
+            servers: Vec::new(),
+            www: tempfile::tempdir().unwrap(),
         };
         for cmd in [
             format!("netns add {name}"),
@@ -401,8 +407,29 @@ impl OtherHost {
     }
 }
 
+impl OtherHost {
+    /// busybox httpd inside the namespace on its own address, serving `marker` (a server on
+    /// the internet, as far as the repository can tell).
+    fn serve(&mut self, port: u16, marker: &str) {
+        std::fs::write(self.www.path().join("index.html"), format!("{marker}\n")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "/bin/busybox", "httpd", "-f"])
+            .arg("-p")
+            .arg(format!("{}:{port}", self.ns_ip))
+            .arg("-h")
+            .arg(self.www.path())
+            .spawn()
+            .expect("start busybox httpd in the namespace");
+        self.servers.push(child);
+    }
+}
+
 impl Drop for OtherHost {
     fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
@@ -546,7 +573,7 @@ fn outside_clients_reach_a_repository_only_through_traefik() {
     let _lock = exclusive();
     let sb = Sandbox::new();
     let settings = write_settings(&sb, serde_json::json!({}));
-    let other = OtherHost::create(0);
+    let mut other = OtherHost::create(0);
     let a = RepoDaemon::start(&sb, 3456, &settings);
     let port = free_port();
     // A careless service: every address of the host, 0.0.0.0.
@@ -601,6 +628,17 @@ fn outside_clients_reach_a_repository_only_through_traefik() {
     // Directly, from the other host: nothing answers.
     let direct = other.curl(&format!("http://{}:{port}/", other.host_ip), None);
     assert!(direct.is_err(), "reached the service directly: {direct:?}");
+
+    // Connections the container opens to other hosts (downloads, APIs) are untouched.
+    let remote_port = free_port();
+    other.serve(remote_port, "remote-server");
+    let url = format!("http://{}:{remote_port}/", other.ns_ip);
+    let got = wait_for(
+        "a remote server from inside A",
+        Duration::from_secs(10),
+        || a.exec("a-wild", &format!("timeout 5 wget -qO- {url}")),
+    );
+    assert_eq!(got, "remote-server");
 
     // And `renet daemon status` tells the operator.
     let warnings = a.status()["isolation"]["warnings"].to_string();
