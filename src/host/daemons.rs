@@ -2,6 +2,9 @@
 //! `<socket dir>/docker-<N>.sock`, with its own data-root and exec-root, no bridge and no
 //! iptables (services use host networking on their loopback IPs).
 //!
+//! Each daemon's containers run in the cgroup `/renet/<N>`, which the firewall of
+//! [`crate::host::isolation`] matches: `start` installs it, `stop` removes it, `status` shows it.
+//!
 //! Talks to each daemon with a tiny HTTP/1.0 client over its unix socket, so `status` and the
 //! readiness wait need neither the docker CLI nor an async runtime.
 
@@ -15,7 +18,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::addresses::{NetworkId, network_id_from_socket, socket_file_name};
-use crate::host::settings::DEFAULT_SOCKET_DIR;
+use crate::host::isolation::{self, IsolationStatus};
+use crate::host::settings::{DEFAULT_SOCKET_DIR, Settings};
 
 /// Where repo daemons keep their images, containers and volumes by default.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/rediacc";
@@ -54,6 +58,16 @@ pub struct DaemonDirs {
     /// Folder under which each daemon keeps `docker-<N>/` (data-root, log).
     #[arg(long, env = "RENET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Settings file (`isolation.allow`, Traefik's public entrypoints); default
+    /// `RENET_SETTINGS`, else /etc/rediacc/renet.json.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+}
+
+impl DaemonDirs {
+    fn load_settings(&self) -> Result<Settings> {
+        Settings::load(&Settings::path(self.settings.as_deref()))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,16 +114,34 @@ pub fn run(cmd: DaemonCommand) -> Result<u8> {
                 )?;
             }
             let paths = DaemonPaths::new(&a.dirs, a.network_id);
+            // Rules first: containers a restart policy brings back are covered from their
+            // first packet.
+            let settings = a.dirs.load_settings()?;
+            let allowed = isolation::install(a.network_id, &settings)?;
+            eprintln!(
+                "renet: firewall of network {} installed (table inet {}, chains out_{}/in_{}); its containers may reach {}",
+                a.network_id,
+                isolation::TABLE,
+                a.network_id,
+                a.network_id,
+                allowed
+                    .iter()
+                    .map(isolation::Destination::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             start(a.network_id, &paths, Duration::from_secs(a.timeout))?;
             Ok(0)
         }
         DaemonCommand::Stop(a) => {
             let paths = DaemonPaths::new(&a.dirs, a.network_id);
             stop(a.network_id, &paths, Duration::from_secs(a.timeout))?;
+            isolation::remove(a.network_id)?;
+            eprintln!("renet: firewall of network {} removed", a.network_id);
             Ok(0)
         }
         DaemonCommand::Status(a) => {
-            let list = status(&a.dirs)?;
+            let list = status(&a.dirs, &a.dirs.load_settings()?)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -130,6 +162,9 @@ pub fn run(cmd: DaemonCommand) -> Result<u8> {
                         d.repository.as_deref().unwrap_or("-")
                     );
                 }
+                for d in &list {
+                    print_isolation(d.network_id, &d.isolation);
+                }
             }
             Ok(0)
         }
@@ -143,6 +178,17 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
             "renet: daemon {id} already running on {}",
             paths.socket.display()
         );
+        if let Some(pid) = read_pid(&paths.pidfile)
+            && !std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|arg| arg == b"--cgroup-parent")
+        {
+            eprintln!(
+                "renet: warning: daemon {id} (pid {pid}) was started without its cgroup; the \
+                 firewall does not cover its containers until `renet daemon stop` and `start`"
+            );
+        }
         return Ok(());
     }
     let dockerd = which::which("dockerd")
@@ -194,6 +240,11 @@ pub fn start(id: NetworkId, paths: &DaemonPaths, timeout: Duration) -> Result<()
         .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
         // Containers' logs are bounded: 3 files of 10 MB per container.
         .args(CONTAINER_LOG_OPTS)
+        // cgroupfs everywhere: the same `/renet/<N>` layout on cgroup v1, hybrid and v2 hosts,
+        // and a parent folder that no systemd garbage collection removes under the rules.
+        .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
+        .arg("--cgroup-parent")
+        .arg(isolation::cgroup_parent(id))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -366,6 +417,7 @@ pub struct DaemonStatus {
     pub containers_running: Option<u64>,
     /// The repository root bound to this network ID (`repo_binding`), if any.
     pub repository: Option<String>,
+    pub isolation: IsolationStatus,
 }
 
 /// What `daemon status` can tell about one daemon from its pidfile, socket and `/info`.
@@ -404,7 +456,7 @@ impl DaemonState {
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every daemon that has a socket or a pidfile in the socket folder, by network ID.
-pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
+pub fn status(dirs: &DaemonDirs, settings: &Settings) -> Result<Vec<DaemonStatus>> {
     let mut ids = std::collections::BTreeSet::new();
     let entries = match std::fs::read_dir(&dirs.socket_dir) {
         Ok(e) => e,
@@ -427,6 +479,16 @@ pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
         let pid = read_pid(&p.pidfile).filter(|p| alive(*p));
         let info = http_get_json_within(&p.socket, "/info", STATUS_TIMEOUT).ok();
         let state = DaemonState::judge(pid.is_some(), p.socket.exists(), info.is_some());
+        let mut iso = isolation::status(id, settings);
+        if info.is_some() {
+            for (name, pid) in container_pids(&p.socket) {
+                let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok();
+                let path = cgroup.as_deref().and_then(isolation::cgroup2_path);
+                iso.warnings
+                    .extend(isolation::judge_container_cgroup(id, &name, path));
+            }
+            iso.warnings.extend(isolation::listener_warnings(id));
+        }
         out.push(DaemonStatus {
             network_id: id.get(),
             socket: p.socket.display().to_string(),
@@ -439,6 +501,7 @@ pub fn status(dirs: &DaemonDirs) -> Result<Vec<DaemonStatus>> {
                 .ok()
                 .flatten()
                 .map(|b| b.root.display().to_string()),
+            isolation: iso,
         });
     }
     Ok(out)
@@ -549,6 +612,44 @@ fn rotate_log(log: &Path, max: u64) {
             tracing::warn!("{}: cannot rotate: {e}", log.display());
         }
     }
+}
+
+fn print_isolation(id: u32, iso: &IsolationStatus) {
+    println!(
+        "network {id}: firewall {} (cgroup {}); containers may reach: {}",
+        iso.firewall,
+        iso.cgroup,
+        iso.allowed.join(", ")
+    );
+    for w in &iso.warnings {
+        println!("warning: {w}");
+    }
+}
+
+/// Name and main process of every running container of a daemon.
+fn container_pids(socket: &Path) -> Vec<(String, i64)> {
+    let Ok(list) = http_get_json(socket, "/containers/json") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in list.as_array().into_iter().flatten() {
+        let Some(cid) = c["Id"].as_str() else {
+            continue;
+        };
+        let name = c["Names"][0]
+            .as_str()
+            .unwrap_or(cid)
+            .trim_start_matches('/')
+            .to_string();
+        if let Some(pid) = http_get_json(socket, &format!("/containers/{cid}/json"))
+            .ok()
+            .and_then(|i| i["State"]["Pid"].as_i64())
+            .filter(|p| *p > 0)
+        {
+            out.push((name, pid));
+        }
+    }
+    out
 }
 
 fn read_pid(pidfile: &Path) -> Option<i32> {

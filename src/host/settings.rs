@@ -70,6 +70,8 @@ pub struct Settings {
     /// What `renet proxy config` remembers: unit folder, binaries, preset ports, access log,
     /// Traefik metrics (`proxy_config::ProxySettings`).
     pub proxy: crate::host::proxy_config::ProxySettings,
+    /// What repositories' containers may reach besides their own block (docs/operations.md).
+    pub isolation: crate::host::isolation::IsolationSettings,
 }
 
 impl Default for Settings {
@@ -97,6 +99,7 @@ impl Default for Settings {
             redeploy_grace_seconds: 10,
             dynamic_file: None,
             proxy: Default::default(),
+            isolation: Default::default(),
         }
     }
 }
