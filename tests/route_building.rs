@@ -1449,3 +1449,93 @@ fn empty_document_is_braces() {
         "{}\n"
     );
 }
+
+// ----- incremental building ------------------------------------------------------------------
+
+/// A container from a small pool of shapes: tier 1, tier 2 with hosts that collide across
+/// repositories, TCP forwards, a hostile rule, a bad label.
+fn shaped(n: u32, slot: u32, shape: u8, generation: u8) -> Container {
+    let port = (8080 + u32::from(generation % 3)).to_string();
+    let host = format!("Host(`h{}.example.com`)", shape % 3);
+    let mut c = match shape % 6 {
+        0 => container(
+            n,
+            &format!("a{slot}"),
+            slot,
+            &[("rediacc.service_port", &port)],
+        ),
+        1 | 2 => container(
+            n,
+            &format!("w{slot}"),
+            slot,
+            &[
+                ENABLE,
+                ("traefik.http.routers.r.rule", &host),
+                ("traefik.http.services.r.loadbalancer.server.port", &port),
+            ],
+        ),
+        3 => container(
+            n,
+            &format!("d{slot}"),
+            slot,
+            &[("rediacc.tcp_ports", "5432,0:6379")],
+        ),
+        4 => container(
+            n,
+            &format!("x{slot}"),
+            slot,
+            &[
+                ENABLE,
+                (
+                    "traefik.http.routers.x.rule",
+                    "Host(`x.example.com`) || PathPrefix(`/`)",
+                ),
+                ("traefik.http.services.x.loadbalancer.server.port", &port),
+            ],
+        ),
+        _ => container(
+            n,
+            &format!("b{slot}"),
+            slot,
+            &[ENABLE, ("traefik.http.routers.b.nosuch", "1")],
+        ),
+    };
+    c.id = format!("{}-{slot}-{generation}", c.id);
+    c.created = i64::from(generation) * 10 + i64::from(slot);
+    c
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, .. Default::default() })]
+    /// A long-lived builder fed random changes (start, stop, redeploy with other labels) gives
+    /// exactly what a fresh full build gives, claims carried along as the route server does.
+    #[test]
+    fn incremental_rebuilds_equal_full_builds(
+        changes in proptest::collection::vec((0u32..3, 0u32..4, 0u8..6, proptest::bool::ANY), 1..25)
+    ) {
+        use renet::routing::build::{Claims, RouteBuilder, build_with};
+        let st = settings();
+        let mut live: BTreeMap<(u32, u32), Container> = BTreeMap::new();
+        let mut builder = RouteBuilder::default();
+        let mut claims = Claims::default();
+        for (step, (k, slot, shape, up)) in changes.into_iter().enumerate() {
+            let n = 2816 + 64 * k;
+            if up {
+                live.insert((n, slot), shaped(n, slot, shape, step as u8));
+            } else {
+                live.remove(&(n, slot));
+            }
+            let containers: Vec<Container> = live.values().cloned().collect();
+            let incremental = builder.build(&containers, &st, &claims);
+            let full = build_with(&containers, &st, &claims);
+            proptest::prop_assert_eq!(&incremental.routes_yaml, &full.routes_yaml);
+            proptest::prop_assert_eq!(&incremental.routes_json, &full.routes_json);
+            proptest::prop_assert_eq!(&incremental.rejected, &full.rejected);
+            proptest::prop_assert_eq!(&incremental.refused, &full.refused);
+            proptest::prop_assert_eq!(&incremental.conflicts, &full.conflicts);
+            proptest::prop_assert_eq!(&incremental.ports, &full.ports);
+            proptest::prop_assert_eq!(&incremental.hosts, &full.hosts);
+            claims = Claims { ports: full.ports, hosts: full.hosts };
+        }
+    }
+}
