@@ -11,13 +11,14 @@ use crate::addresses::{
     socket_file_name,
 };
 use crate::compose::files::{self, ComposeArgs as ComposeCliArgs};
-use crate::compose::interpolation::interpolate;
+use crate::compose::hosts::{self, RepoHosts};
 use crate::compose::invoke;
-use crate::compose::model::Project;
+use crate::compose::model::{self, SourceFile};
+use crate::compose::resolved::{self, ConfigRun};
 use crate::compose::rewrite;
 use crate::compose::slots::{self, SlotTable};
-use crate::compose::vetting;
-use crate::host::settings::DEFAULT_SOCKET_DIR;
+use crate::compose::vetting::{self, VetContext};
+use crate::host::settings::{DEFAULT_SOCKET_DIR, Settings};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -113,58 +114,71 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     if !repo_root.is_dir() {
         bail!("{}: the repo root is not a folder", repo_root.display());
     }
+    let settings_path = Settings::path(None);
+    let settings = Settings::load(&settings_path)?;
 
     let cli = ComposeCliArgs::parse(&args.compose_args)?;
-    // COMPOSE_FILE / COMPOSE_PROFILES may also come from `.env` in the working folder.
-    let env_dir = cli
-        .project_directory
-        .as_ref()
-        .map(|d| cwd.join(d))
-        .unwrap_or_else(|| cwd.clone());
-    let dot_env_cwd: BTreeMap<String, String> = invoke::read_env_file(&env_dir.join(".env"))?
-        .into_iter()
-        .collect();
-    let compose_file = std::env::var("COMPOSE_FILE")
-        .ok()
-        .or_else(|| dot_env_cwd.get("COMPOSE_FILE").cloned());
-    let path_sep = std::env::var("COMPOSE_PATH_SEPARATOR")
-        .ok()
-        .or_else(|| dot_env_cwd.get("COMPOSE_PATH_SEPARATOR").cloned());
-    let resolved = files::resolve(&cli, &cwd, compose_file.as_deref(), path_sep.as_deref())?;
-    let project = Project::load(&resolved.files)?;
+    let resolved = resolve_files(&cli, &cwd)?;
+    let sources: Vec<SourceFile> = resolved.files.iter().map(|p| SourceFile::load(p)).collect();
+    let file_order = model::service_names_in_order(&sources);
+    let program = invoke::find_compose()?;
+    let runtime_dir = runtime_dir();
 
-    // Interpolation environment as compose builds it: the process environment wins over the
-    // env files, and renet's variables win over both.
-    let mut env_files_vars: BTreeMap<String, String> = BTreeMap::new();
-    if cli.env_files.is_empty() {
-        env_files_vars.extend(invoke::read_env_file(&resolved.project_dir.join(".env"))?);
-    } else {
-        for f in &cli.env_files {
-            let p = cwd.join(f);
-            if !p.is_file() {
-                bail!(
-                    "{}: env file not found (given with --env-file)",
-                    p.display()
-                );
-            }
-            env_files_vars.extend(invoke::read_env_file(&p)?);
-        }
-    }
-
-    // Check variable names before anything is written.
+    // Learn compose's model with every `<SERVICE>_IP` set: the repo's known services first;
+    // new services get their slots in memory and compose runs once more. Nothing is written
+    // before vetting passed.
     let existing = slots::read(&repo_root)?;
-    let all_names: Vec<&str> = existing
-        .keys()
-        .map(String::as_str)
-        .chain(project.service_names.iter().map(String::as_str))
-        .collect();
-    service_ip_vars(all_names).map_err(|e| anyhow::anyhow!("{}: {e}", repo_root.display()))?;
+    let mut planned = existing.clone();
+    let mut loaded = None;
+    for _ in 0..3 {
+        let vars = child_env(network, &planned, &docker_host)?;
+        let (model, env_files) = ConfigRun {
+            program: &program,
+            global: &cli.config_global(),
+            cwd: &cwd,
+            env: &vars,
+        }
+        .load()?;
+        let names = resolved::service_names(&model, &file_order);
+        let all: Vec<&str> = planned
+            .keys()
+            .map(String::as_str)
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        service_ip_vars(all).map_err(|e| anyhow::anyhow!("{}: {e}", repo_root.display()))?;
+        if names.iter().all(|n| planned.contains_key(n)) {
+            loaded = Some((model, env_files, names));
+            break;
+        }
+        planned = slots::plan(&repo_root, &names)?.slots;
+    }
+    let (model, env_files, names) = loaded.context(
+        "the service names of the project change with the `<SERVICE>_IP` variables; renet cannot give them addresses",
+    )?;
 
-    // Vet before allocating: a refused project leaves no trace in `.rediacc.json`.
-    let pre_vars = ip_vars(network, &existing)?;
-    let lookup = make_lookup(&pre_vars, &env_files_vars);
-    let interp = |s: &str| interpolate(s, &lookup).unwrap_or_else(|_| s.to_string());
-    let violations = vetting::vet(&project, network, args.allow_unsafe, &interp);
+    let (references, too_deep) = model::referenced_files(&sources);
+    if let Some(p) = too_deep {
+        bail!(
+            "{}: `extends`/`include` chain deeper than {} files (a cycle?); nothing was run",
+            p.display(),
+            model::MAX_REFERENCE_DEPTH
+        );
+    }
+    let renet_dirs = vec![
+        args.socket_dir.clone(),
+        runtime_dir.clone(),
+        settings.state_dir.clone(),
+    ];
+    let ctx = VetContext {
+        network,
+        repo_root: &repo_root,
+        unsafe_ok: args.allow_unsafe,
+        settings: &settings.compose,
+        settings_path: &settings_path,
+        renet_dirs: &renet_dirs,
+        sources: &sources,
+    };
+    let violations = vetting::vet(&model, env_files.as_ref(), &references, &ctx);
     if !violations.is_empty() {
         for v in &violations {
             eprintln!("renet: error: {v}");
@@ -172,54 +186,115 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         bail!("{} setting(s) refused; nothing was run", violations.len());
     }
 
-    let allocation = slots::allocate(&repo_root, &project.service_names)?;
-    for (name, slot) in &allocation.added {
-        tracing::debug!("service `{name}` got slot {slot}");
+    let project = model
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("default")
+        .to_string();
+    let hosts_files = RepoHosts::new(&runtime_dir, network, &project);
+    let rewrite = rewrite::rewrite(&model, network, &planned, args.allow_unsafe, &hosts_files)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was run", resolved.project_dir.display()))?;
+
+    let allocation = slots::allocate(&repo_root, &names)?;
+    if allocation.slots != planned {
+        bail!(
+            "{}: another renet compose changed the slots of this repo meanwhile; run again",
+            slots::file_path(&repo_root).display()
+        );
     }
-    warn_shared_names(&repo_root, &resolved.project_dir, &project.service_names);
-    let vars = ip_vars(network, &allocation.slots)?;
-    let lookup = make_lookup(&vars, &env_files_vars);
-    let interp = |s: &str| interpolate(s, &lookup).unwrap_or_else(|_| s.to_string());
-    let rewrite = rewrite::rewrite(&project, network, &allocation.slots, &interp)
-        .map_err(|e| anyhow::anyhow!(e))?;
     for w in &rewrite.warnings {
         eprintln!("renet: warning: {w}");
     }
+    warn_shared_names(&repo_root, &resolved.project_dir, &names);
+    let env = child_env(network, &allocation.slots, &docker_host)?;
 
-    let mut child_env: Vec<(String, String)> = vars.clone();
-    child_env.push(("REDIACC_NETWORK_ID".into(), network.to_string()));
-    child_env.push(("DOCKER_HOST".into(), docker_host.clone()));
-
-    let override_path = override_path(network, &resolved.project_dir, &resolved.files);
-    let mut compose_args = cli.global.clone();
-    for f in &resolved.files {
-        compose_args.push("-f".into());
-        compose_args.push(f.display().to_string());
+    let model_path = model_path(
+        network,
+        &resolved.project_dir,
+        &resolved.files,
+        &runtime_dir,
+    );
+    let mut compose_args = cli.final_global();
+    if cli.project_directory.is_none() {
+        compose_args.push("--project-directory".into());
+        compose_args.push(resolved.project_dir.display().to_string());
+    }
+    if !cli
+        .global
+        .iter()
+        .any(|a| a == "-p" || a == "--project-name")
+    {
+        compose_args.push("-p".into());
+        compose_args.push(project.clone());
     }
     compose_args.push("-f".into());
-    compose_args.push(override_path.display().to_string());
+    compose_args.push(model_path.display().to_string());
     compose_args.extend(cli.rest.iter().cloned());
+    let text = serde_json::to_string_pretty(&rewrite.model)? + "\n";
 
-    let program = invoke::find_compose();
     if args.dry_run {
-        let cmdline = match &program {
-            Ok(p) => invoke::command_line(p, &compose_args),
-            Err(_) => format!("docker compose {}", compose_args.join(" ")),
-        };
         println!("# repo root: {}", repo_root.display());
         println!("# network {network}, daemon {docker_host}");
-        println!("# command:\n{cmdline}");
+        println!(
+            "# command:\n{}",
+            invoke::command_line(&program, &compose_args)
+        );
         println!("# environment:");
-        for (k, v) in &child_env {
+        for (k, v) in &env {
             println!("{k}={v}");
         }
-        println!("# override file {}:", override_path.display());
-        print!("{}", rewrite.override_yaml);
+        println!("# model {}:", model_path.display());
+        print!("{text}");
         return Ok(0);
     }
-    let program = program?;
-    write_override(&override_path, &rewrite.override_yaml)?;
-    Err(invoke::exec_compose(&program, &compose_args, &child_env))
+    hosts::write(
+        &hosts_files,
+        network,
+        &allocation.slots,
+        &rewrite.aliases,
+        &rewrite.extra_hosts,
+    )?;
+    write_model(&model_path, &text)?;
+    Err(invoke::exec_compose(&program, &compose_args, &env))
+}
+
+/// The compose files of the run (for line numbers, slot order and `extends`/`include`).
+fn resolve_files(cli: &ComposeCliArgs, cwd: &Path) -> Result<files::ResolvedFiles> {
+    // COMPOSE_FILE / COMPOSE_PATH_SEPARATOR may also come from `.env` in the working folder.
+    let env_dir = cli
+        .project_directory
+        .as_ref()
+        .map(|d| cwd.join(d))
+        .unwrap_or_else(|| cwd.to_path_buf());
+    let dot_env: BTreeMap<String, String> = invoke::read_env_file(&env_dir.join(".env"))?
+        .into_iter()
+        .collect();
+    let compose_file = std::env::var("COMPOSE_FILE")
+        .ok()
+        .or_else(|| dot_env.get("COMPOSE_FILE").cloned());
+    let path_sep = std::env::var("COMPOSE_PATH_SEPARATOR")
+        .ok()
+        .or_else(|| dot_env.get("COMPOSE_PATH_SEPARATOR").cloned());
+    files::resolve(cli, cwd, compose_file.as_deref(), path_sep.as_deref())
+}
+
+/// renet's runtime folder (`RENET_RUNTIME_DIR`, default `/run/renet/compose`).
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("RENET_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/renet/compose"))
+}
+
+/// `<SERVICE>_IP` for every service of `slots`, `REDIACC_NETWORK_ID` and `DOCKER_HOST`.
+fn child_env(
+    network: NetworkId,
+    slots: &SlotTable,
+    docker_host: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut env = ip_vars(network, slots)?;
+    env.push(("REDIACC_NETWORK_ID".into(), network.to_string()));
+    env.push(("DOCKER_HOST".into(), docker_host.to_string()));
+    Ok(env)
 }
 
 /// `<SERVICE>_IP` for every service of the repo.
@@ -230,19 +305,6 @@ fn ip_vars(network: NetworkId, slots: &SlotTable) -> Result<Vec<(String, String)
         .into_iter()
         .map(|(svc, var)| Ok((var, network.slot_ip(slots[&svc])?.to_string())))
         .collect()
-}
-
-fn make_lookup<'a>(
-    vars: &'a [(String, String)],
-    env_files: &'a BTreeMap<String, String>,
-) -> impl Fn(&str) -> Option<String> + 'a {
-    move |name: &str| {
-        vars.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-            .or_else(|| env_files.get(name).cloned())
-    }
 }
 
 /// Warns when a service name of this project is also used by another compose project of the
@@ -274,7 +336,7 @@ fn warn_shared_names(repo_root: &Path, project_dir: &Path, names: &[String]) {
 
 /// A stable path per project, so the `com.docker.compose.project.config_files` label compose
 /// puts on containers keeps pointing at a real file.
-fn override_path(network: NetworkId, project_dir: &Path, files: &[PathBuf]) -> PathBuf {
+fn model_path(network: NetworkId, project_dir: &Path, files: &[PathBuf], dir: &Path) -> PathBuf {
     let mut h: u64 = 0xcbf29ce484222325;
     let mut feed = |s: &str| {
         for b in s.bytes().chain(std::iter::once(0)) {
@@ -285,22 +347,18 @@ fn override_path(network: NetworkId, project_dir: &Path, files: &[PathBuf]) -> P
     for f in files {
         feed(&f.display().to_string());
     }
-    let dir = std::env::var_os("RENET_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/renet/compose"));
     let name = project_dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    dir.join(format!("{network}-{name}-{h:016x}.override.yml"))
+    dir.join(format!("{network}-{name}-{h:016x}.compose.json"))
 }
 
-fn write_override(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().expect("override path has a folder");
+fn write_model(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().expect("model path has a folder");
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    crate::atomic_file::write(path, text.as_bytes(), None)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 pub fn run_ips(args: IpsArgs) -> Result<u8> {

@@ -60,6 +60,8 @@ pub struct Settings {
     /// Loopback address of Traefik's API and ping entrypoint (`traefik`); none → no API.
     /// Only loopback: the API has no authentication.
     pub traefik_api_address: Option<String>,
+    /// What `renet compose` lets repositories use beyond its allow-list (spec §5).
+    pub compose: crate::compose::vetting::ComposeSettings,
 }
 
 impl Default for Settings {
@@ -83,6 +85,7 @@ impl Default for Settings {
             https_port: 443,
             traefik_dir: "/etc/rediacc/traefik".into(),
             traefik_api_address: None,
+            compose: Default::default(),
         }
     }
 }

@@ -1,0 +1,172 @@
+//! compose's own resolved model of a project (spec §5): renet asks docker compose itself
+//! (`docker compose <the user's global flags> config --format json`) instead of reading the
+//! YAML, `.env`, `--env-file`, `COMPOSE_ENV_FILES`, `extends`, anchors and interpolation a
+//! second time. What compose resolves is what is vetted, and — because renet hands exactly
+//! that model (plus its own changes) back to compose for the real run — what runs.
+//!
+//! `config` talks to no daemon, so these runs are cheap and harmless.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+use crate::compose::invoke::ComposeProgram;
+
+/// `env_file`/`label_file` paths per service.
+pub type EnvFiles = BTreeMap<String, Vec<String>>;
+
+/// One `docker compose config` run: which flags, from which folder, with which variables.
+pub struct ConfigRun<'a> {
+    pub program: &'a ComposeProgram,
+    /// The user's global flags (`-f`, `-p`, `--profile`, `--env-file`, `--project-directory`...).
+    pub global: &'a [String],
+    pub cwd: &'a Path,
+    /// Variables set for compose's interpolation on top of the process environment.
+    pub env: &'a [(String, String)],
+}
+
+impl ConfigRun<'_> {
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program.program);
+        cmd.args(&self.program.prefix)
+            .args(self.global)
+            .arg("config")
+            .args(["--format", "json"])
+            .args(extra)
+            .current_dir(self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("DOCKER_CONTEXT");
+        for (k, v) in self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// The interpolated, normalised model (`config --format json`) and, from the same flags
+    /// without interpolation, the `env_file` paths of every service (compose inlines env files
+    /// into `environment` and forgets their paths, which vetting needs). Both run at once.
+    /// `None` for the env files when compose could not show them (vetting then refuses).
+    pub fn load(&self) -> Result<(Value, Option<EnvFiles>)> {
+        let model = self
+            .command(&[])
+            .spawn()
+            .context("cannot run docker compose config")?;
+        let raw = self
+            .command(&["--no-interpolate", "--no-consistency"])
+            .spawn()
+            .context("cannot run docker compose config")?;
+        let model = finish(model)?;
+        let env_files = match finish(raw) {
+            Ok(raw) => Some(env_file_paths(&raw)),
+            Err(e) => {
+                tracing::debug!("uninterpolated compose config failed: {e:#}");
+                None
+            }
+        };
+        Ok((model, env_files))
+    }
+}
+
+fn finish(child: std::process::Child) -> Result<Value> {
+    let out = child
+        .wait_with_output()
+        .context("cannot run docker compose config")?;
+    if !out.status.success() {
+        bail!(
+            "docker compose refused the project: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("docker compose config printed invalid JSON")
+}
+
+/// `env_file` paths per service, as compose resolved them (absolute) but not interpolated.
+fn env_file_paths(raw: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (name, svc) in services(raw) {
+        let mut paths: Vec<String> = ["env_file", "label_file"]
+            .iter()
+            .flat_map(|key| file_list(svc.get(*key)))
+            .collect();
+        paths.dedup();
+        if !paths.is_empty() {
+            out.insert(name.clone(), paths);
+        }
+    }
+    out
+}
+
+/// `env_file`/`label_file` entries: a path, or a list of paths or `{path: ...}`.
+fn file_list(v: Option<&Value>) -> Vec<String> {
+    {
+        match v {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|e| match e {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Object(m) => m.get("path").and_then(Value::as_str).map(String::from),
+                    _ => None,
+                })
+                .collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The services of a model (empty when there are none).
+pub fn services(model: &Value) -> impl Iterator<Item = (&String, &Map<String, Value>)> {
+    model
+        .get("services")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_object().map(|m| (k, m)))
+}
+
+/// Service names of the model in `file_order` where they appear there, the rest sorted
+/// (compose prints services sorted by name; slots go to new services in file order, spec §3).
+pub fn service_names(model: &Value, file_order: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = services(model).map(|(k, _)| k.clone()).collect();
+    names.sort_by_key(|n| {
+        (
+            file_order.iter().position(|f| f == n).unwrap_or(usize::MAX),
+            n.clone(),
+        )
+    });
+    names
+}
+
+/// compose prints `$` as `$$` (its output can be loaded again); the real text of a value.
+pub fn unescape(s: &str) -> String {
+    s.replace("$$", "$")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_file_order_then_sorted() {
+        let m: Value =
+            serde_json::from_str(r#"{"services":{"a":{},"b":{},"c":{},"d":{}}}"#).unwrap();
+        let order = vec!["c".to_string(), "a".into(), "x".into()];
+        assert_eq!(service_names(&m, &order), ["c", "a", "b", "d"]);
+    }
+
+    #[test]
+    fn env_files_of_the_raw_model() {
+        let raw: Value = serde_json::from_str(
+            r#"{"services":{"a":{"env_file":[{"path":"/r/.env","required":true},{"path":"/r/${X}"}]},"b":{}}}"#,
+        )
+        .unwrap();
+        let e = env_file_paths(&raw);
+        assert_eq!(e["a"], ["/r/.env", "/r/${X}"]);
+        assert!(!e.contains_key("b"));
+    }
+}
