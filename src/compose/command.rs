@@ -120,42 +120,6 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     let cli = ComposeCliArgs::parse(&args.compose_args)?;
     let resolved = resolve_files(&cli, &cwd)?;
     let sources: Vec<SourceFile> = resolved.files.iter().map(|p| SourceFile::load(p)).collect();
-    let file_order = model::service_names_in_order(&sources);
-    let program = invoke::find_compose()?;
-    let runtime_dir = runtime_dir();
-
-    // Learn compose's model with every `<SERVICE>_IP` set: the repo's known services first;
-    // new services get their slots in memory and compose runs once more. Nothing is written
-    // before vetting passed.
-    let existing = slots::read(&repo_root)?;
-    let mut planned = existing.clone();
-    let mut loaded = None;
-    for _ in 0..3 {
-        let vars = child_env(network, &planned, &docker_host)?;
-        let (model, env_files) = ConfigRun {
-            program: &program,
-            global: &cli.config_global(),
-            cwd: &cwd,
-            env: &vars,
-        }
-        .load()?;
-        let names = resolved::service_names(&model, &file_order);
-        let all: Vec<&str> = planned
-            .keys()
-            .map(String::as_str)
-            .chain(names.iter().map(String::as_str))
-            .collect();
-        service_ip_vars(all).map_err(|e| anyhow::anyhow!("{}: {e}", repo_root.display()))?;
-        if names.iter().all(|n| planned.contains_key(n)) {
-            loaded = Some((model, env_files, names));
-            break;
-        }
-        planned = slots::plan(&repo_root, &names)?.slots;
-    }
-    let (model, env_files, names) = loaded.context(
-        "the service names of the project change with the `<SERVICE>_IP` variables; renet cannot give them addresses",
-    )?;
-
     let (references, too_deep) = model::referenced_files(&sources);
     if let Some(p) = too_deep {
         bail!(
@@ -164,48 +128,58 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
             model::MAX_REFERENCE_DEPTH
         );
     }
+    let program = invoke::find_compose()?;
+    let runtime_dir = runtime_dir();
     let renet_dirs = vec![
         args.socket_dir.clone(),
         runtime_dir.clone(),
         settings.state_dir.clone(),
     ];
-    let ctx = VetContext {
+    let run = Run {
         network,
+        docker_host: &docker_host,
         repo_root: &repo_root,
-        unsafe_ok: args.allow_unsafe,
-        settings: &settings.compose,
-        settings_path: &settings_path,
-        renet_dirs: &renet_dirs,
+        cwd: &cwd,
+        cli: &cli,
+        project_dir: &resolved.project_dir,
         sources: &sources,
+        references: &references,
+        program: &program,
+        runtime_dir: &runtime_dir,
+        vet: VetContext {
+            network,
+            repo_root: &repo_root,
+            unsafe_ok: args.allow_unsafe,
+            settings: &settings.compose,
+            settings_path: &settings_path,
+            renet_dirs: &renet_dirs,
+            sources: &sources,
+        },
     };
-    let violations = vetting::vet(&model, env_files.as_ref(), &references, &ctx);
-    if !violations.is_empty() {
-        for v in &violations {
-            eprintln!("renet: error: {v}");
+
+    // Slots are written only after vetting passed; if another run added services meanwhile,
+    // the model is loaded again with the new `<SERVICE>_IP` values.
+    let mut known = slots::read(&repo_root)?;
+    let mut attempt = 0;
+    let (prepared, allocation) = loop {
+        let prepared = run.prepare(known)?;
+        let allocation = slots::allocate(&repo_root, &prepared.names)?;
+        if allocation.slots == prepared.slots {
+            break (prepared, allocation);
         }
-        bail!("{} setting(s) refused; nothing was run", violations.len());
-    }
-
-    let project = model
-        .get("name")
-        .and_then(|n| n.as_str())
-        .unwrap_or("default")
-        .to_string();
-    let hosts_files = RepoHosts::new(&runtime_dir, network, &project);
-    let rewrite = rewrite::rewrite(&model, network, &planned, args.allow_unsafe, &hosts_files)
-        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was run", resolved.project_dir.display()))?;
-
-    let allocation = slots::allocate(&repo_root, &names)?;
-    if allocation.slots != planned {
-        bail!(
-            "{}: another renet compose changed the slots of this repo meanwhile; run again",
-            slots::file_path(&repo_root).display()
-        );
-    }
-    for w in &rewrite.warnings {
+        attempt += 1;
+        if attempt == 5 {
+            bail!(
+                "{}: other renet compose runs keep changing the slots of this repo; run again",
+                slots::file_path(&repo_root).display()
+            );
+        }
+        known = allocation.slots;
+    };
+    for w in &prepared.rewrite.warnings {
         eprintln!("renet: warning: {w}");
     }
-    warn_shared_names(&repo_root, &resolved.project_dir, &names);
+    warn_shared_names(&repo_root, &resolved.project_dir, &prepared.names);
     let env = child_env(network, &allocation.slots, &docker_host)?;
 
     let model_path = model_path(
@@ -225,12 +199,12 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         .any(|a| a == "-p" || a == "--project-name")
     {
         compose_args.push("-p".into());
-        compose_args.push(project.clone());
+        compose_args.push(prepared.project.clone());
     }
     compose_args.push("-f".into());
     compose_args.push(model_path.display().to_string());
     compose_args.extend(cli.rest.iter().cloned());
-    let text = serde_json::to_string_pretty(&rewrite.model)? + "\n";
+    let text = serde_json::to_string_pretty(&prepared.rewrite.model)? + "\n";
 
     if args.dry_run {
         println!("# repo root: {}", repo_root.display());
@@ -248,14 +222,115 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         return Ok(0);
     }
     hosts::write(
-        &hosts_files,
+        &prepared.hosts,
         network,
         &allocation.slots,
-        &rewrite.aliases,
-        &rewrite.extra_hosts,
+        &prepared.rewrite.aliases,
+        &prepared.rewrite.extra_hosts,
     )?;
     write_model(&model_path, &text)?;
     Err(invoke::exec_compose(&program, &compose_args, &env))
+}
+
+/// Everything one `renet compose` run works with.
+struct Run<'a> {
+    network: NetworkId,
+    docker_host: &'a str,
+    repo_root: &'a Path,
+    cwd: &'a Path,
+    cli: &'a ComposeCliArgs,
+    project_dir: &'a Path,
+    sources: &'a [SourceFile],
+    references: &'a [model::Reference],
+    program: &'a invoke::ComposeProgram,
+    runtime_dir: &'a Path,
+    vet: VetContext<'a>,
+}
+
+/// A vetted project, ready to be written and run.
+struct Prepared {
+    /// Every service of the repo with the slots the model was loaded with.
+    slots: SlotTable,
+    /// This project's services, in slot-allocation order.
+    names: Vec<String>,
+    project: String,
+    hosts: RepoHosts,
+    rewrite: rewrite::Rewrite,
+}
+
+impl Run<'_> {
+    /// Loads compose's model with every `<SERVICE>_IP` set (the repo's known services; new
+    /// services get their slots in memory and compose runs once more), vets it and builds the
+    /// final model. Writes nothing.
+    fn prepare(&self, known: SlotTable) -> Result<Prepared> {
+        let file_order = model::service_names_in_order(self.sources);
+        let mut planned = known;
+        for _ in 0..3 {
+            let vars = child_env(self.network, &planned, self.docker_host)?;
+            let (model, env_files) = ConfigRun {
+                program: self.program,
+                global: &self.cli.config_global(),
+                cwd: self.cwd,
+                env: &vars,
+                files: self.sources.iter().map(|s| s.path.clone()).collect(),
+            }
+            .load();
+            // The env files are judged first: compose may fail on a file it must not read.
+            // (When compose shows neither, its own error about the project comes first.)
+            if env_files.is_some() {
+                refuse(&vetting::vet_env_files(env_files.as_ref(), &self.vet))?;
+            }
+            let model = model?;
+            if env_files.is_none() {
+                refuse(&vetting::vet_env_files(None, &self.vet))?;
+            }
+            let names = resolved::service_names(&model, &file_order);
+            let all: Vec<&str> = planned
+                .keys()
+                .map(String::as_str)
+                .chain(names.iter().map(String::as_str))
+                .collect();
+            service_ip_vars(all)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.repo_root.display()))?;
+            if !names.iter().all(|n| planned.contains_key(n)) {
+                planned = slots::plan(self.repo_root, &names)?.slots;
+                continue;
+            }
+            refuse(&vetting::vet(&model, self.references, &self.vet))?;
+            let project = model
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("default")
+                .to_string();
+            let hosts = RepoHosts::new(self.runtime_dir, self.network, self.repo_root, &project);
+            let rewrite =
+                rewrite::rewrite(&model, self.network, &planned, self.vet.unsafe_ok, &hosts)
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: {e}; nothing was run", self.project_dir.display())
+                    })?;
+            return Ok(Prepared {
+                slots: planned,
+                names,
+                project,
+                hosts,
+                rewrite,
+            });
+        }
+        bail!(
+            "the service names of the project change with the `<SERVICE>_IP` variables; renet cannot give them addresses"
+        )
+    }
+}
+
+/// Prints the violations and fails when there are any.
+fn refuse(violations: &[vetting::Violation]) -> Result<()> {
+    if violations.is_empty() {
+        return Ok(());
+    }
+    for v in violations {
+        eprintln!("renet: error: {v}");
+    }
+    bail!("{} setting(s) refused; nothing was run", violations.len())
 }
 
 /// The compose files of the run (for line numbers, slot order and `extends`/`include`).

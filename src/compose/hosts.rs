@@ -25,16 +25,27 @@ const SECTION: &str = "# renet: services of the repository (rewritten by renet c
 
 /// The hosts files of one compose project of a repository.
 pub struct RepoHosts {
-    /// `<runtime dir>/<N>`.
+    /// `<runtime dir>/<N>-<hash of the repo root>`.
     pub dir: PathBuf,
     /// The compose project name (per-service files are named after it).
     pub project: String,
 }
 
 impl RepoHosts {
-    pub fn new(runtime_dir: &Path, network: NetworkId, project: &str) -> RepoHosts {
+    /// The folder is named after the network and the repository root, so a repository that
+    /// moves (or a test repository reusing a network ID) starts a file of its own.
+    pub fn new(
+        runtime_dir: &Path,
+        network: NetworkId,
+        repo_root: &Path,
+        project: &str,
+    ) -> RepoHosts {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in repo_root.as_os_str().as_encoded_bytes() {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
         RepoHosts {
-            dir: runtime_dir.join(network.to_string()),
+            dir: runtime_dir.join(format!("{network}-{h:016x}")),
             project: project.to_string(),
         }
     }
@@ -194,7 +205,7 @@ mod tests {
     fn keeps_other_projects_and_updates_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let net = NetworkId::new(2816).unwrap();
-        let files = RepoHosts::new(dir.path(), net, "a");
+        let files = RepoHosts::new(dir.path(), net, Path::new("/r"), "a");
         let mut slots = SlotTable::new();
         slots.insert("web".into(), 0);
         slots.insert("db".into(), 1);
@@ -205,7 +216,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let inode = std::fs::metadata(&shared).unwrap().ino();
         // Another project of the repo: its aliases join, the first project's stay.
-        let other = RepoHosts::new(dir.path(), net, "b");
+        let other = RepoHosts::new(dir.path(), net, Path::new("/r"), "b");
         let mut aliases_b = BTreeMap::new();
         aliases_b.insert("db".to_string(), BTreeSet::from(["database".to_string()]));
         let mut extra = BTreeMap::new();

@@ -26,6 +26,8 @@ pub struct ConfigRun<'a> {
     pub cwd: &'a Path,
     /// Variables set for compose's interpolation on top of the process environment.
     pub env: &'a [(String, String)],
+    /// The compose files, for messages.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl ConfigRun<'_> {
@@ -51,24 +53,31 @@ impl ConfigRun<'_> {
     /// without interpolation, the `env_file` paths of every service (compose inlines env files
     /// into `environment` and forgets their paths, which vetting needs). Both run at once.
     /// `None` for the env files when compose could not show them (vetting then refuses).
-    pub fn load(&self) -> Result<(Value, Option<EnvFiles>)> {
-        let model = self
-            .command(&[])
-            .spawn()
-            .context("cannot run docker compose config")?;
-        let raw = self
-            .command(&["--no-interpolate", "--no-consistency"])
-            .spawn()
-            .context("cannot run docker compose config")?;
-        let model = finish(model)?;
-        let env_files = match finish(raw) {
+    pub fn load(&self) -> (Result<Value>, Option<EnvFiles>) {
+        let spawn = |extra: &[&str]| {
+            self.command(extra)
+                .spawn()
+                .context("cannot run docker compose config")
+        };
+        let model = spawn(&[]);
+        let raw = spawn(&["--no-interpolate", "--no-consistency"]);
+        let files = self
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let model = model
+            .and_then(finish)
+            .with_context(|| format!("{files}: docker compose cannot load the project"));
+        let env_files = match raw.and_then(finish) {
             Ok(raw) => Some(env_file_paths(&raw)),
             Err(e) => {
                 tracing::debug!("uninterpolated compose config failed: {e:#}");
                 None
             }
         };
-        Ok((model, env_files))
+        (model, env_files)
     }
 }
 
@@ -77,10 +86,7 @@ fn finish(child: std::process::Child) -> Result<Value> {
         .wait_with_output()
         .context("cannot run docker compose config")?;
     if !out.status.success() {
-        bail!(
-            "docker compose refused the project: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
     serde_json::from_slice(&out.stdout).context("docker compose config printed invalid JSON")
 }

@@ -6,7 +6,6 @@
 //! itself or of another repository (sockets, secrets, data roots, runtime folders, and their
 //! parent folders) is refused even with `--unsafe`. Pure apart from resolving symlinks.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::addresses::NetworkId;
 use crate::compose::model::{Reference, SourceFile};
-use crate::compose::resolved::{services, unescape};
+use crate::compose::resolved::{EnvFiles, services, unescape};
 
 /// Operator settings that widen the allow-list: `{"compose": {...}}` in the settings file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,35 +201,38 @@ enum PathVerdict {
     Never(String),
 }
 
-/// Vets compose's resolved model. `env_files` holds each service's `env_file`/`label_file`
-/// paths (`None` when compose could not show them); `references` the `extends`/`include`
-/// files. Returns the violations that apply (with `--unsafe`, only the always-refused ones).
-pub fn vet(
-    model: &Value,
-    env_files: Option<&BTreeMap<String, Vec<String>>>,
-    references: &[Reference],
-    ctx: &VetContext,
-) -> Vec<Violation> {
+/// Vets the `env_file`/`label_file` paths of every service (`None` when compose could not
+/// show them). compose reads these files while it loads the model, as root, and copies them
+/// into the containers' environment and labels.
+pub fn vet_env_files(env_files: Option<&EnvFiles>, ctx: &VetContext) -> Vec<Violation> {
+    let mut out = Vec::new();
+    match env_files {
+        Some(map) => {
+            for (name, paths) in map {
+                for p in paths {
+                    judge_file(ctx, name, "env_file", "`env_file`", p, &mut out);
+                }
+            }
+        }
+        None => out.push(violation(
+            ctx,
+            "(any)",
+            "env_file",
+            "an unknown `env_file`/`label_file` (docker compose could not show them without interpolation)".into(),
+            false,
+            "write the project so `docker compose config --no-interpolate` accepts it, or run with --unsafe".into(),
+        )),
+    }
+    out.retain(|v| v.always || !ctx.unsafe_ok);
+    out
+}
+
+/// Vets compose's resolved model and the `extends`/`include` files. Returns the violations
+/// that apply (with `--unsafe`, only the always-refused ones).
+pub fn vet(model: &Value, references: &[Reference], ctx: &VetContext) -> Vec<Violation> {
     let mut out = Vec::new();
     for (name, svc) in services(model) {
         vet_service(name, svc, ctx, &mut out);
-        let paths = match env_files {
-            Some(map) => map.get(name).cloned().unwrap_or_default(),
-            None => {
-                out.push(violation(
-                    ctx,
-                    name,
-                    "env_file",
-                    "an unknown `env_file`/`label_file` (docker compose could not show them without interpolation)".into(),
-                    false,
-                    "write the project so `docker compose config --no-interpolate` accepts it, or run with --unsafe".into(),
-                ));
-                Vec::new()
-            }
-        };
-        for p in paths {
-            judge_file(ctx, name, "env_file", "file", &p, &mut out);
-        }
     }
     vet_top_level(model, ctx, &mut out);
     for r in references {
@@ -684,7 +686,7 @@ fn judge_path(path: &Path, read_only: bool, ctx: &VetContext) -> PathVerdict {
             return PathVerdict::Never(format!("it holds `{}`", r.display()));
         }
         if let Some(r) = roots.iter().find(|r| p.starts_with(r)) {
-            return PathVerdict::Never(format!("inside `{}`", r.display()));
+            return PathVerdict::Never(describe_protected(p, r));
         }
     }
     if own_secrets(&lexical) && own_secrets(&real) {
@@ -724,6 +726,31 @@ fn judge_path(path: &Path, read_only: bool, ctx: &VetContext) -> PathVerdict {
             ctx.settings_path.display()
         ),
     )
+}
+
+/// What a path inside one of renet's folders is, for the message.
+fn describe_protected(path: &Path, root: &Path) -> String {
+    let rest: Vec<String> = path
+        .strip_prefix(root)
+        .map(|r| r.iter().map(|c| c.to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    let network_of = |s: &str| {
+        s.strip_prefix("docker-")
+            .map(|n| n.trim_end_matches(".sock").to_string())
+            .filter(|n| n.parse::<u32>().is_ok())
+    };
+    match rest.as_slice() {
+        [first, second, ..] if first == "secrets" => format!("secrets of network {second}"),
+        [first, ..] if first.ends_with(".sock") && network_of(first).is_some() => format!(
+            "the daemon socket of network {}",
+            network_of(first).unwrap_or_default()
+        ),
+        [first, ..] if network_of(first).is_some() => format!(
+            "the data of network {}",
+            network_of(first).unwrap_or_default()
+        ),
+        _ => format!("inside `{}`", root.display()),
+    }
 }
 
 /// Lexical normalization (`.` and `..`), so `./../../etc` cannot slip past the checks.
@@ -800,8 +827,7 @@ mod tests {
                 renet_dirs: &[],
                 sources: &sources,
             };
-            let env = BTreeMap::new();
-            vet(&model, Some(&env), &[], &ctx)
+            vet(&model, &[], &ctx)
                 .iter()
                 .map(|v| v.to_string())
                 .collect()
