@@ -7,8 +7,10 @@
 //! `config` talks to no daemon, so these runs are cheap and harmless.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
@@ -42,7 +44,10 @@ impl ConfigRun<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env_remove("DOCKER_CONTEXT");
+            .env_remove("DOCKER_CONTEXT")
+            // Its own process group: on a timeout the docker CLI *and* the compose plugin it
+            // started are killed.
+            .process_group(0);
         for (k, v) in self.env {
             cmd.env(k, v);
         }
@@ -81,14 +86,56 @@ impl ConfigRun<'_> {
     }
 }
 
-fn finish(child: std::process::Child) -> Result<Value> {
-    let out = child
-        .wait_with_output()
-        .context("cannot run docker compose config")?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+/// How long one `docker compose config` may take (`RENET_COMPOSE_CONFIG_TIMEOUT`, seconds).
+/// compose itself stalls on some hostile files (thousands of nested `${A:-...}` defaults).
+pub fn config_timeout() -> Duration {
+    std::env::var("RENET_COMPOSE_CONFIG_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Waits for a `config` run (killing it past the timeout) and parses what it printed.
+fn finish(mut child: Child) -> Result<Value> {
+    let timeout = config_timeout();
+    let deadline = Instant::now() + timeout;
+    let stdout = read_in_background(child.stdout.take());
+    let stderr = read_in_background(child.stderr.take());
+    let status = loop {
+        if let Some(status) = child.try_wait().context("cannot wait for docker compose")? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            bail!(
+                "docker compose config did not finish within {} s (RENET_COMPOSE_CONFIG_TIMEOUT); the project is too complex or hostile",
+                timeout.as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{}", String::from_utf8_lossy(&stderr).trim());
     }
-    serde_json::from_slice(&out.stdout).context("docker compose config printed invalid JSON")
+    serde_json::from_slice(&stdout).context("docker compose config printed invalid JSON")
+}
+
+fn read_in_background(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
 
 /// `env_file` paths per service, as compose resolved them (absolute) but not interpolated.
