@@ -18,7 +18,7 @@ use renet::compose::files::ComposeArgs;
 use renet::compose::model::{SourceFile, referenced_files};
 use renet::compose::rewrite::{HostsFiles, parse_ports, rewrite};
 use renet::compose::slots::SlotTable;
-use renet::compose::vetting::{ComposeSettings, VetContext, vet};
+use renet::compose::vetting::{ComposeSettings, VetContext, vet, vet_references};
 use serde_json::{Value, json};
 
 /// No daemon runs for this network: these runs must never reach one.
@@ -218,7 +218,6 @@ fn fuzz_splitter_reader_ports_vetting_rewrite() {
         let src = SourceFile::parse(&repo.path().join("compose.yml"), text.clone());
         let _ = src.service_names();
         let _ = src.line_of("a", "image");
-        let _ = referenced_files(std::slice::from_ref(&src));
 
         // Port parser: Ok means one label entry per port entry.
         let ports = random_json(&mut rng, 2);
@@ -239,7 +238,8 @@ fn fuzz_splitter_reader_ports_vetting_rewrite() {
             renet_dirs: &[],
             sources: &sources,
         };
-        let _ = vet(&model, &[], &ctx);
+        let _ = vet(&model, &ctx);
+        let _ = vet_references(&referenced_files(&sources).0, &ctx);
         let mut slots = SlotTable::new();
         slots.insert("a".into(), 0);
         slots.insert("b".into(), 1);

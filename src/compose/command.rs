@@ -263,6 +263,7 @@ impl Run<'_> {
     /// services get their slots in memory and compose runs once more), vets it and builds the
     /// final model. Writes nothing.
     fn prepare(&self, known: SlotTable) -> Result<Prepared> {
+        refuse(&vetting::vet_references(self.references, &self.vet))?;
         let file_order = model::service_names_in_order(self.sources);
         let mut planned = known;
         for _ in 0..3 {
@@ -296,7 +297,7 @@ impl Run<'_> {
                 planned = slots::plan(self.repo_root, &names)?.slots;
                 continue;
             }
-            refuse(&vetting::vet(&model, self.references, &self.vet))?;
+            refuse(&vetting::vet(&model, &self.vet))?;
             let project = model
                 .get("name")
                 .and_then(|n| n.as_str())

@@ -227,14 +227,22 @@ pub fn vet_env_files(env_files: Option<&EnvFiles>, ctx: &VetContext) -> Vec<Viol
     out
 }
 
-/// Vets compose's resolved model and the `extends`/`include` files. Returns the violations
-/// that apply (with `--unsafe`, only the always-refused ones).
-pub fn vet(model: &Value, references: &[Reference], ctx: &VetContext) -> Vec<Violation> {
+/// Vets compose's resolved model. Returns the violations that apply (with `--unsafe`, only
+/// the always-refused ones).
+pub fn vet(model: &Value, ctx: &VetContext) -> Vec<Violation> {
     let mut out = Vec::new();
     for (name, svc) in services(model) {
         vet_service(name, svc, ctx, &mut out);
     }
     vet_top_level(model, ctx, &mut out);
+    out.retain(|v| v.always || !ctx.unsafe_ok);
+    out
+}
+
+/// Vets the files `extends` and `include` pull in — before compose reads them: compose merges
+/// them into the model and keeps no trace of where a setting came from.
+pub fn vet_references(references: &[Reference], ctx: &VetContext) -> Vec<Violation> {
+    let mut out = Vec::new();
     for r in references {
         let what = format!("`{}` file `{}`", r.kind, r.written);
         let service = r.service.clone().unwrap_or_else(|| "(top level)".into());
@@ -827,10 +835,7 @@ mod tests {
                 renet_dirs: &[],
                 sources: &sources,
             };
-            vet(&model, &[], &ctx)
-                .iter()
-                .map(|v| v.to_string())
-                .collect()
+            vet(&model, &ctx).iter().map(|v| v.to_string()).collect()
         }
 
         fn service(&self, settings: &str, unsafe_ok: bool) -> Vec<String> {
