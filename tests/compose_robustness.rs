@@ -209,7 +209,7 @@ fn fuzz_splitter_reader_ports_vetting_rewrite() {
             .map(|_| random_text(&mut rng, PIECES, 4))
             .collect();
         if let Ok(a) = ComposeArgs::parse(&args) {
-            let _ = (a.final_global(), a.config_global());
+            let _ = (a.final_global(), a.config_global(&[]));
             assert!(a.rest.len() <= args.len(), "iteration {i}: {args:?}");
         }
 

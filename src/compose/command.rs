@@ -142,6 +142,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         cwd: &cwd,
         cli: &cli,
         project_dir: &resolved.project_dir,
+        files: &resolved.files,
         sources: &sources,
         references: &references,
         program: &program,
@@ -240,6 +241,7 @@ struct Run<'a> {
     cwd: &'a Path,
     cli: &'a ComposeCliArgs,
     project_dir: &'a Path,
+    files: &'a [PathBuf],
     sources: &'a [SourceFile],
     references: &'a [model::Reference],
     program: &'a invoke::ComposeProgram,
@@ -270,10 +272,11 @@ impl Run<'_> {
             let vars = child_env(self.network, &planned, self.docker_host)?;
             let (model, env_files) = ConfigRun {
                 program: self.program,
-                global: &self.cli.config_global(),
+                global: &self.cli.config_global(self.files),
                 cwd: self.cwd,
                 env: &vars,
-                files: self.sources.iter().map(|s| s.path.clone()).collect(),
+                files: self.files.to_vec(),
+                with_env_files: model::may_read_env_files(self.sources, self.references),
             }
             .load();
             // The env files are judged first: compose may fail on a file it must not read.

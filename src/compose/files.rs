@@ -132,12 +132,13 @@ impl ComposeArgs {
         out
     }
 
-    /// Global flags with `-f` for the `config` runs that read the user's project.
-    pub fn config_global(&self) -> Vec<String> {
+    /// Global flags for the `config` runs that read the user's project, with every file renet
+    /// resolved given as `-f`: compose reads exactly the files renet looked at.
+    pub fn config_global(&self, files: &[PathBuf]) -> Vec<String> {
         let mut out = Vec::new();
-        for f in &self.files {
+        for f in files {
             out.push("-f".to_string());
-            out.push(f.clone());
+            out.push(f.display().to_string());
         }
         out.extend(self.global.iter().cloned());
         out

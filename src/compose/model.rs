@@ -236,6 +236,33 @@ fn references_of(file: &SourceFile) -> Vec<Reference> {
     out
 }
 
+/// Whether any of `files` or the files they reference may hold `env_file` or `label_file`
+/// (a key anywhere, in any document; a file renet cannot parse counts as "may"). When none
+/// does, compose reads no such file and its uninterpolated model need not be asked for.
+pub fn may_read_env_files(files: &[SourceFile], references: &[Reference]) -> bool {
+    let referenced = references
+        .iter()
+        .filter_map(|r| r.path.as_ref())
+        .map(|p| SourceFile::load(p));
+    files.iter().cloned().chain(referenced).any(|f| {
+        let unparsed = f.docs.is_empty() && !f.text.trim().is_empty();
+        unparsed || f.docs.iter().any(has_env_file_key)
+    })
+}
+
+fn has_env_file_key(v: &Value) -> bool {
+    match v {
+        Value::Mapping(m) => m.iter().any(|(k, v)| {
+            matches!(k.as_str(), Some("env_file" | "label_file"))
+                || has_env_file_key(k)
+                || has_env_file_key(v)
+        }),
+        Value::Sequence(s) => s.iter().any(has_env_file_key),
+        Value::Tagged(t) => has_env_file_key(&t.value),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +294,25 @@ mod tests {
         );
         assert_eq!(c.line_of("db", "privileged"), Some(6));
         assert_eq!(c.line_of("web", "privileged"), None);
+    }
+
+    #[test]
+    fn env_file_keys_anywhere() {
+        let f = |t: &str| SourceFile::parse(Path::new("/r/c.yml"), t.into());
+        assert!(!may_read_env_files(
+            &[f("services:\n  a: {image: x}\n")],
+            &[]
+        ));
+        assert!(may_read_env_files(
+            &[f("services:\n  a: {env_file: x}\n")],
+            &[]
+        ));
+        assert!(may_read_env_files(
+            &[f("x: 1\n---\nservices:\n  a:\n    \"label\\x5ffile\": x\n")],
+            &[]
+        ));
+        assert!(may_read_env_files(&[f("services: [\n")], &[]));
+        assert!(!may_read_env_files(&[f("")], &[]));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct ConfigRun<'a> {
     pub env: &'a [(String, String)],
     /// The compose files, for messages.
     pub files: Vec<std::path::PathBuf>,
+    /// Ask for the uninterpolated model too (for `env_file`/`label_file` paths).
+    pub with_env_files: bool,
 }
 
 impl ConfigRun<'_> {
@@ -65,7 +67,9 @@ impl ConfigRun<'_> {
                 .context("cannot run docker compose config")
         };
         let model = spawn(&[]);
-        let raw = spawn(&["--no-interpolate", "--no-consistency"]);
+        let raw = self
+            .with_env_files
+            .then(|| spawn(&["--no-interpolate", "--no-consistency"]));
         let files = self
             .files
             .iter()
@@ -75,9 +79,10 @@ impl ConfigRun<'_> {
         let model = model
             .and_then(finish)
             .with_context(|| format!("{files}: docker compose cannot load the project"));
-        let env_files = match raw.and_then(finish) {
-            Ok(raw) => Some(env_file_paths(&raw)),
-            Err(e) => {
+        let env_files = match raw.map(|r| r.and_then(finish)) {
+            None => Some(EnvFiles::new()),
+            Some(Ok(raw)) => Some(env_file_paths(&raw)),
+            Some(Err(e)) => {
                 tracing::debug!("uninterpolated compose config failed: {e:#}");
                 None
             }
