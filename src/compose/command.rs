@@ -279,15 +279,16 @@ impl Run<'_> {
                 with_env_files: model::may_read_env_files(self.sources, self.references),
             }
             .load();
-            // The env files are judged first: compose may fail on a file it must not read.
-            // (When compose shows neither, its own error about the project comes first.)
-            if env_files.is_some() {
-                refuse(&vetting::vet_env_files(env_files.as_ref(), &self.vet))?;
+            // The env files are judged even when compose failed: it may fail on a file it must
+            // not read. (When compose shows neither, its own error comes first.)
+            let mut violations = match (&env_files, &model) {
+                (None, Err(_)) => Vec::new(),
+                _ => vetting::vet_env_files(env_files.as_ref(), &self.vet),
+            };
+            if model.is_err() {
+                refuse(&violations)?;
             }
             let model = model?;
-            if env_files.is_none() {
-                refuse(&vetting::vet_env_files(None, &self.vet))?;
-            }
             let names = resolved::service_names(&model, &file_order);
             let all: Vec<&str> = planned
                 .keys()
@@ -300,7 +301,8 @@ impl Run<'_> {
                 planned = slots::plan(self.repo_root, &names)?.slots;
                 continue;
             }
-            refuse(&vetting::vet(&model, &self.vet))?;
+            violations.extend(vetting::vet(&model, &self.vet));
+            refuse(&violations)?;
             let project = model
                 .get("name")
                 .and_then(|n| n.as_str())

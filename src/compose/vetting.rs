@@ -235,8 +235,39 @@ pub fn vet(model: &Value, ctx: &VetContext) -> Vec<Violation> {
         vet_service(name, svc, ctx, &mut out);
     }
     vet_top_level(model, ctx, &mut out);
+    for v in out.iter_mut().filter(|v| v.line.is_none()) {
+        if let Some((file, line)) = locate_text(ctx.sources, &v.setting) {
+            v.file = Some(file);
+            v.line = Some(line);
+        }
+    }
     out.retain(|v| v.always || !ctx.unsafe_ok);
     out
+}
+
+/// The first line of the user's files holding the first backquoted path of `setting` (for
+/// top-level settings, which `line_of` cannot find).
+fn locate_text(sources: &[SourceFile], setting: &str) -> Option<(PathBuf, usize)> {
+    let needle = setting
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|s| s.starts_with('/'))?;
+    // The path as a whole value: not followed by more path or by `:` (a mount's target).
+    let whole = |l: &str| {
+        l.match_indices(needle).any(|(i, _)| {
+            l[i + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !matches!(c, ':' | '/') && !c.is_alphanumeric())
+        })
+    };
+    sources.iter().find_map(|s| {
+        s.text
+            .lines()
+            .position(whole)
+            .map(|i| (s.path.clone(), i + 1))
+    })
 }
 
 /// Vets the files `extends` and `include` pull in — before compose reads them: compose merges
