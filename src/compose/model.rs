@@ -23,21 +23,31 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
     pub docs: Vec<Value>,
+    /// Why the YAML could not be (fully) read, if it could not.
+    pub error: Option<String>,
 }
 
 impl SourceFile {
     /// Reads and parses `path`; unreadable or invalid YAML gives no documents.
     pub fn load(path: &Path) -> SourceFile {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        Self::parse(path, text)
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, text),
+            Err(e) => SourceFile {
+                path: path.to_path_buf(),
+                text: String::new(),
+                docs: Vec::new(),
+                error: Some(format!("cannot read: {e}")),
+            },
+        }
     }
 
     pub fn parse(path: &Path, text: String) -> SourceFile {
-        let docs = parse_documents(&text);
+        let (docs, error) = parse_documents(&text);
         SourceFile {
             path: path.to_path_buf(),
             text,
             docs,
+            error,
         }
     }
 
@@ -98,8 +108,9 @@ impl SourceFile {
     }
 }
 
-/// Every YAML document of `text` (with `<<` merge keys applied); invalid YAML gives none.
-fn parse_documents(text: &str) -> Vec<Value> {
+/// Every YAML document of `text` (with `<<` merge keys applied) up to the first invalid one,
+/// and the error there.
+fn parse_documents(text: &str) -> (Vec<Value>, Option<String>) {
     let mut out = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
         match <Value as serde::Deserialize>::deserialize(de) {
@@ -107,10 +118,10 @@ fn parse_documents(text: &str) -> Vec<Value> {
                 let _ = v.apply_merge();
                 out.push(v);
             }
-            Err(_) => return out,
+            Err(e) => return (out, Some(format!("invalid YAML: {e}"))),
         }
     }
-    out
+    (out, None)
 }
 
 /// Service names of several files, in order of first appearance.
@@ -133,6 +144,13 @@ pub fn service_names_in_dir(dir: &Path) -> anyhow::Result<Vec<String>> {
         None => Ok(Vec::new()),
         Some(files) => {
             let files: Vec<SourceFile> = files.iter().map(|p| SourceFile::load(p)).collect();
+            if let Some(f) = files.iter().find(|f| f.error.is_some()) {
+                anyhow::bail!(
+                    "{}: {}",
+                    f.path.display(),
+                    f.error.as_deref().unwrap_or_default()
+                );
+            }
             Ok(service_names_in_order(&files))
         }
     }
@@ -244,10 +262,11 @@ pub fn may_read_env_files(files: &[SourceFile], references: &[Reference]) -> boo
         .iter()
         .filter_map(|r| r.path.as_ref())
         .map(|p| SourceFile::load(p));
-    files.iter().cloned().chain(referenced).any(|f| {
-        let unparsed = f.docs.is_empty() && !f.text.trim().is_empty();
-        unparsed || f.docs.iter().any(has_env_file_key)
-    })
+    files
+        .iter()
+        .cloned()
+        .chain(referenced)
+        .any(|f| f.error.is_some() || f.docs.iter().any(has_env_file_key))
 }
 
 fn has_env_file_key(v: &Value) -> bool {

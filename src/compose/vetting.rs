@@ -91,7 +91,6 @@ const HARMLESS_KEYS: &[&str] = &[
     "cpus",
     "cpuset",
     "depends_on",
-    "deploy",
     "dns",
     "dns_opt",
     "dns_search",
@@ -137,6 +136,32 @@ const HARMLESS_KEYS: &[&str] = &[
     "user",
     "volumes_from",
     "working_dir",
+];
+
+/// `build` settings renet knows (the path-like ones are judged in `vet_build`).
+const BUILD_KEYS: &[&str] = &[
+    "context",
+    "dockerfile",
+    "dockerfile_inline",
+    "args",
+    "target",
+    "labels",
+    "shm_size",
+    "extra_hosts",
+    "network",
+    "no_cache",
+    "pull",
+    "platforms",
+    "tags",
+    "ulimits",
+    "secrets",
+    "additional_contexts",
+    "cache_from",
+    "cache_to",
+    "ssh",
+    "entitlements",
+    "privileged",
+    "isolation",
 ];
 
 /// One refused setting.
@@ -459,6 +484,14 @@ fn vet_service(name: &str, svc: &Map<String, Value>, ctx: &VetContext, out: &mut
                 }
             }
             "build" => vet_build(name, value, ctx, out),
+            "deploy" => {
+                let devices = value
+                    .pointer("/resources/reservations/devices")
+                    .or_else(|| value.pointer("/resources/reservations/generic_resources"));
+                if devices.is_some_and(|d| !is_empty(d)) {
+                    refuse(key, "`deploy.resources.reservations.devices` (host devices)".into(), UNSAFE);
+                }
+            }
             "develop" => {
                 let watches = value.get("watch").and_then(Value::as_array);
                 for w in watches.into_iter().flatten() {
@@ -590,6 +623,38 @@ fn vet_build(name: &str, build: &Value, ctx: &VetContext, out: &mut Vec<Violatio
                     out,
                 );
             }
+        }
+    }
+    for key in ["cache_from", "cache_to"] {
+        for entry in build
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if entry.split(',').any(|p| p.trim() == "type=local") {
+                out.push(violation(
+                    ctx,
+                    name,
+                    "build",
+                    format!("`build.{key}: {entry}` (a local cache reads or writes a host folder)"),
+                    false,
+                    "use a registry cache, or run with --unsafe".into(),
+                ));
+            }
+        }
+    }
+    if let Value::Object(m) = build {
+        for k in m.keys().filter(|k| !BUILD_KEYS.contains(&k.as_str())) {
+            out.push(violation(
+                ctx,
+                name,
+                "build",
+                format!("`build.{k}` (renet does not know whether it is safe)"),
+                false,
+                UNSAFE.into(),
+            ));
         }
     }
     for key in ["ssh", "entitlements"] {
@@ -930,6 +995,14 @@ mod tests {
             (
                 r#""build":{"context":"/srv"}"#.into(),
                 "`build.context` `/srv`",
+            ),
+            (
+                r#""build":{"context":"https://git.invalid/x.git","cache_to":["type=local,dest=/etc"]}"#.into(),
+                "`build.cache_to: type=local,dest=/etc`",
+            ),
+            (
+                r#""deploy":{"resources":{"reservations":{"devices":[{"capabilities":["gpu"]}]}}}"#.into(),
+                "`deploy.resources.reservations.devices`",
             ),
             (
                 r#""build":{"context":"https://git.invalid/x.git","ssh":["default"]}"#.into(),
