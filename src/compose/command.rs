@@ -1,5 +1,6 @@
 //! `renet compose` and `renet ips`: resolves the network ID, repo root and compose files, then
-//! allocates slots, vets, writes the override and hands over to docker compose (spec §4).
+//! asks compose for its resolved model, vets it, allocates slots, writes the final model and
+//! the hosts file, and hands over to docker compose (spec §4, §5).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +33,12 @@ pub struct ComposeArgs {
     /// folder upwards with `.rediacc.json` or a Rediaccfile, else the current folder).
     #[arg(long)]
     pub repo_root: Option<PathBuf>,
-    /// Allow the settings vetting refuses (privileged, host pid/ipc/userns, SYS_ADMIN, system
-    /// bind mounts, Docker sockets). Another repo's secrets stay refused.
+    /// Allow the settings vetting refuses (privileged, host namespaces, extra capabilities,
+    /// devices, bind mounts outside the repo) and keep NET_RAW. What belongs to renet or to
+    /// another repository (sockets, secrets, data roots and their parent folders) stays refused.
     #[arg(long = "unsafe")]
     pub allow_unsafe: bool,
-    /// Print the docker compose command, its environment and renet's override; run nothing.
+    /// Print the docker compose command, its environment and renet's final model; run nothing.
     /// (Slots are still allocated, so the printed IPs are the real ones.)
     #[arg(long)]
     pub dry_run: bool,

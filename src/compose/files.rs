@@ -3,7 +3,8 @@
 //! the working folder or its nearest ancestor, plus the matching override file.
 //!
 //! Also splits the docker compose arguments into compose's global flags and the rest, since
-//! renet has to put its own override file after the user's files.
+//! renet runs compose's `config` with the global flags and then the user's subcommand on its
+//! own final model.
 
 use std::path::{Path, PathBuf};
 
