@@ -132,11 +132,14 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     }
     let program = invoke::find_compose()?;
     let runtime_dir = runtime_dir();
-    let renet_dirs = vec![
+    // renet's folders as configured (the defaults are always protected too).
+    let mut renet_dirs = vec![
         args.socket_dir.clone(),
         runtime_dir.clone(),
         settings.state_dir.clone(),
+        settings.socket_dir.clone(),
     ];
+    renet_dirs.extend(std::env::var_os("RENET_DATA_DIR").map(PathBuf::from));
     let run = Run {
         network,
         docker_host: &docker_host,
