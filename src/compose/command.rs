@@ -140,6 +140,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         settings.socket_dir.clone(),
     ];
     renet_dirs.extend(std::env::var_os("RENET_DATA_DIR").map(PathBuf::from));
+    renet_dirs.retain(|d| d.is_absolute() && d.parent().is_some());
     let run = Run {
         network,
         docker_host: &docker_host,
