@@ -385,7 +385,7 @@ fn vet_service(name: &str, svc: &Map<String, Value>, ctx: &VetContext, out: &mut
     };
     for (key, value) in svc {
         match key.as_str() {
-            k if HARMLESS_KEYS.contains(&k) => {}
+            k if HARMLESS_KEYS.contains(&k) || k.starts_with("x-") => {}
             "privileged" => {
                 if value.as_bool() == Some(true) {
                     refuse(key, "`privileged: true`".into(), UNSAFE);
