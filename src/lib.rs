@@ -2,8 +2,8 @@
 //! server that turns container labels into Traefik v3 dynamic configuration.
 //!
 //! The tree shows the three parts:
-//! - [`compose`]: `renet compose` — compose files, compose's model, vetting, the override file,
-//!   handing over to docker compose;
+//! - [`compose`]: `renet compose` — compose files, compose's resolved model, vetting, the final
+//!   model and the hosts file, handing over to docker compose;
 //! - [`routing`]: the route server — discovery on the repo daemons, Traefik label decoding,
 //!   route building, port allocation, the HTTP endpoints;
 //! - [`host`]: the server around them — repo daemons, Rediaccfiles, Traefik's static

@@ -1,6 +1,6 @@
 //! Fixture tests: for every project under `fixtures/compose/`, `renet compose -- config`
 //! through the real docker compose v2 shows host networking, the `rediacc.*` labels, the
-//! environment and `extra_hosts` — and otherwise exactly the model plain
+//! environment, the repository's hosts file at `/etc/hosts` and `NET_RAW` dropped — and otherwise exactly the model plain
 //! `docker compose config` gives for the same files and variables.
 
 mod common;
@@ -69,8 +69,6 @@ fn check_fixture(name: &str) {
     let (mut with_renet, mut without, ips) = compose_config(name);
     let services = with_renet["services"].as_object_mut().unwrap();
     assert!(!services.is_empty(), "{name}: no services");
-    let mut expected_hosts: Vec<String> = ips.iter().map(|(s, ip)| format!("{s}={ip}")).collect();
-    expected_hosts.sort();
     for (svc, model) in services.iter_mut() {
         let m = model.as_object_mut().unwrap();
         let ip = &ips[svc];
@@ -128,21 +126,55 @@ fn check_fixture(name: &str) {
         if env.is_empty() {
             m.remove("environment");
         }
-        let mut hosts: Vec<String> = m
-            .remove("extra_hosts")
-            .and_then(|h| h.as_array().cloned())
-            .unwrap_or_default()
+        // The repository's hosts file, read-only at /etc/hosts, names every service.
+        let vols = m
+            .get_mut("volumes")
+            .and_then(Value::as_array_mut)
+            .expect("volumes");
+        let at = vols
             .iter()
-            .map(|h| h.as_str().unwrap().to_string())
-            .collect();
-        hosts.sort();
-        assert_eq!(hosts, expected_hosts, "{name}/{svc}: extra_hosts");
+            .position(|v| v["target"] == "/etc/hosts")
+            .unwrap_or_else(|| panic!("{name}/{svc}: no /etc/hosts mount"));
+        let mount = vols.remove(at);
+        assert_eq!(mount["read_only"], true, "{name}/{svc}: {mount}");
+        let text = std::fs::read_to_string(mount["source"].as_str().unwrap()).unwrap();
+        for (s, ip) in &ips {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{ip}\t"))
+                        && l.split_whitespace().any(|w| w == s)),
+                "{name}/{svc}: {s} missing from the hosts file:\n{text}"
+            );
+        }
+        if vols.is_empty() {
+            m.remove("volumes");
+        }
+        let drops = m
+            .get_mut("cap_drop")
+            .and_then(Value::as_array_mut)
+            .expect("cap_drop");
+        assert!(
+            drops.iter().any(|c| c == "NET_RAW" || c == "ALL"),
+            "{name}/{svc}: NET_RAW kept"
+        );
+        drops.retain(|c| c != "NET_RAW");
+        if drops.is_empty() {
+            m.remove("cap_drop");
+        }
     }
     // Plain compose: drop what renet replaces by design.
     if let Some(services) = without["services"].as_object_mut() {
         for model in services.values_mut() {
             let m = model.as_object_mut().unwrap();
-            for k in ["network_mode", "networks", "ports", "extra_hosts"] {
+            for k in [
+                "network_mode",
+                "networks",
+                "ports",
+                "extra_hosts",
+                "links",
+                "external_links",
+                "mac_address",
+            ] {
                 m.remove(k);
             }
             if let Some(labels) = m.get_mut("labels").and_then(Value::as_object_mut) {

@@ -1,5 +1,6 @@
 //! `renet compose` and `renet ips`: resolves the network ID, repo root and compose files, then
-//! allocates slots, vets, writes the override and hands over to docker compose (spec §4).
+//! asks compose for its resolved model, vets it, allocates slots, writes the final model and
+//! the hosts file, and hands over to docker compose (spec §4, §5).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,15 +12,16 @@ use crate::addresses::{
     socket_file_name,
 };
 use crate::compose::files::{self, ComposeArgs as ComposeCliArgs};
-use crate::compose::interpolation::interpolate;
+use crate::compose::hosts::{self, RepoHosts};
 use crate::compose::invoke;
-use crate::compose::model::Project;
+use crate::compose::model::{self, SourceFile};
+use crate::compose::resolved::{self, ConfigRun};
 use crate::compose::rewrite;
 use crate::compose::slots::{self, SlotTable};
-use crate::compose::vetting;
+use crate::compose::vetting::{self, VetContext};
 use crate::host::daemons::DEFAULT_DATA_DIR;
 use crate::host::repo_binding;
-use crate::host::settings::DEFAULT_SOCKET_DIR;
+use crate::host::settings::{DEFAULT_SOCKET_DIR, Settings};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -33,11 +35,12 @@ pub struct ComposeArgs {
     /// folder upwards with `.rediacc.json` or a Rediaccfile, else the current folder).
     #[arg(long)]
     pub repo_root: Option<PathBuf>,
-    /// Allow the settings vetting refuses (privileged, host pid/ipc/userns, SYS_ADMIN, system
-    /// bind mounts, Docker sockets). Another repo's secrets stay refused.
+    /// Allow the settings vetting refuses (privileged, host namespaces, extra capabilities,
+    /// devices, bind mounts outside the repo) and keep NET_RAW. What belongs to renet or to
+    /// another repository (sockets, secrets, data roots and their parent folders) stays refused.
     #[arg(long = "unsafe")]
     pub allow_unsafe: bool,
-    /// Print the docker compose command, its environment and renet's override; run nothing.
+    /// Print the docker compose command, its environment and renet's final model; run nothing.
     /// (Slots are still allocated, so the printed IPs are the real ones.)
     #[arg(long)]
     pub dry_run: bool,
@@ -130,113 +133,272 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     } else {
         repo_binding::bind(&args.data_dir, network, &repo_root, &args.socket_dir)?
     };
+    let settings_path = Settings::path(None);
+    let settings = Settings::load(&settings_path)?;
 
     let cli = ComposeCliArgs::parse(&args.compose_args)?;
-    // COMPOSE_FILE / COMPOSE_PROFILES may also come from `.env` in the working folder.
+    let resolved = resolve_files(&cli, &cwd)?;
+    let sources: Vec<SourceFile> = resolved.files.iter().map(|p| SourceFile::load(p)).collect();
+    let (references, too_deep) = model::referenced_files(&sources);
+    if let Some(p) = too_deep {
+        bail!(
+            "{}: `extends`/`include` chain deeper than {} files (a cycle?); nothing was run",
+            p.display(),
+            model::MAX_REFERENCE_DEPTH
+        );
+    }
+    let program = invoke::find_compose()?;
+    let runtime_dir = runtime_dir();
+    // renet's folders as configured (the defaults are always protected too).
+    let mut renet_dirs = vec![
+        args.socket_dir.clone(),
+        runtime_dir.clone(),
+        settings.state_dir.clone(),
+        settings.socket_dir.clone(),
+    ];
+    renet_dirs.extend(std::env::var_os("RENET_DATA_DIR").map(PathBuf::from));
+    renet_dirs.retain(|d| d.is_absolute() && d.parent().is_some());
+    let run = Run {
+        network,
+        docker_host: &docker_host,
+        repo_root: &repo_root,
+        cwd: &cwd,
+        cli: &cli,
+        project_dir: &resolved.project_dir,
+        files: &resolved.files,
+        sources: &sources,
+        references: &references,
+        program: &program,
+        runtime_dir: &runtime_dir,
+        vet: VetContext {
+            network,
+            repo_root: &repo_root,
+            unsafe_ok: args.allow_unsafe,
+            settings: &settings.compose,
+            settings_path: &settings_path,
+            renet_dirs: &renet_dirs,
+            sources: &sources,
+        },
+    };
+
+    // Slots are written only after vetting passed; if another run added services meanwhile,
+    // the model is loaded again with the new `<SERVICE>_IP` values.
+    let mut known = slots::read(&repo_root)?;
+    let mut attempt = 0;
+    let (prepared, allocation) = loop {
+        let prepared = run.prepare(known)?;
+        let allocation = slots::allocate(&repo_root, &prepared.names)?;
+        if allocation.slots == prepared.slots {
+            break (prepared, allocation);
+        }
+        attempt += 1;
+        if attempt == 5 {
+            bail!(
+                "{}: other renet compose runs keep changing the slots of this repo; run again",
+                slots::file_path(&repo_root).display()
+            );
+        }
+        known = allocation.slots;
+    };
+    for w in &prepared.rewrite.warnings {
+        eprintln!("renet: warning: {w}");
+    }
+    warn_shared_names(&repo_root, &resolved.project_dir, &prepared.names);
+    let env = child_env(network, &allocation.slots, &docker_host)?;
+
+    let model_path = model_path(
+        network,
+        &resolved.project_dir,
+        &resolved.files,
+        &runtime_dir,
+    );
+    let mut compose_args = cli.final_global();
+    if cli.project_directory.is_none() {
+        compose_args.push("--project-directory".into());
+        compose_args.push(resolved.project_dir.display().to_string());
+    }
+    if !cli
+        .global
+        .iter()
+        .any(|a| a == "-p" || a == "--project-name")
+    {
+        compose_args.push("-p".into());
+        compose_args.push(prepared.project.clone());
+    }
+    compose_args.push("-f".into());
+    compose_args.push(model_path.display().to_string());
+    compose_args.extend(cli.rest.iter().cloned());
+    let text = serde_json::to_string_pretty(&prepared.rewrite.model)? + "\n";
+
+    if args.dry_run {
+        println!("# repo root: {}", repo_root.display());
+        println!("# network {network}, daemon {docker_host}");
+        println!(
+            "# command:\n{}",
+            invoke::command_line(&program, &compose_args)
+        );
+        println!("# environment:");
+        for (k, v) in &env {
+            println!("{k}={v}");
+        }
+        println!("# model {}:", model_path.display());
+        print!("{text}");
+        return Ok(0);
+    }
+    hosts::write(
+        &prepared.hosts,
+        network,
+        &allocation.slots,
+        &prepared.rewrite.aliases,
+        &prepared.rewrite.extra_hosts,
+    )?;
+    write_model(&model_path, &text)?;
+    Err(invoke::exec_compose(&program, &compose_args, &env))
+}
+
+/// Everything one `renet compose` run works with.
+struct Run<'a> {
+    network: NetworkId,
+    docker_host: &'a str,
+    repo_root: &'a Path,
+    cwd: &'a Path,
+    cli: &'a ComposeCliArgs,
+    project_dir: &'a Path,
+    files: &'a [PathBuf],
+    sources: &'a [SourceFile],
+    references: &'a [model::Reference],
+    program: &'a invoke::ComposeProgram,
+    runtime_dir: &'a Path,
+    vet: VetContext<'a>,
+}
+
+/// A vetted project, ready to be written and run.
+struct Prepared {
+    /// Every service of the repo with the slots the model was loaded with.
+    slots: SlotTable,
+    /// This project's services, in slot-allocation order.
+    names: Vec<String>,
+    project: String,
+    hosts: RepoHosts,
+    rewrite: rewrite::Rewrite,
+}
+
+impl Run<'_> {
+    /// Loads compose's model with every `<SERVICE>_IP` set (the repo's known services; new
+    /// services get their slots in memory and compose runs once more), vets it and builds the
+    /// final model. Writes nothing.
+    fn prepare(&self, known: SlotTable) -> Result<Prepared> {
+        refuse(&vetting::vet_references(self.references, &self.vet))?;
+        let file_order = model::service_names_in_order(self.sources);
+        let mut planned = known;
+        for _ in 0..3 {
+            let vars = child_env(self.network, &planned, self.docker_host)?;
+            let (model, env_files) = ConfigRun {
+                program: self.program,
+                global: &self.cli.config_global(self.files),
+                cwd: self.cwd,
+                env: &vars,
+                files: self.files.to_vec(),
+                with_env_files: model::may_read_env_files(self.sources, self.references),
+            }
+            .load();
+            // The env files are judged even when compose failed: it may fail on a file it must
+            // not read. (When compose shows neither, its own error comes first.)
+            let mut violations = match (&env_files, &model) {
+                (None, Err(_)) => Vec::new(),
+                _ => vetting::vet_env_files(env_files.as_ref(), &self.vet),
+            };
+            if model.is_err() {
+                refuse(&violations)?;
+            }
+            let model = model?;
+            let names = resolved::service_names(&model, &file_order);
+            let all: Vec<&str> = planned
+                .keys()
+                .map(String::as_str)
+                .chain(names.iter().map(String::as_str))
+                .collect();
+            service_ip_vars(all)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.repo_root.display()))?;
+            if !names.iter().all(|n| planned.contains_key(n)) {
+                planned = slots::plan(self.repo_root, &names)?.slots;
+                continue;
+            }
+            violations.extend(vetting::vet(&model, &self.vet));
+            refuse(&violations)?;
+            let project = model
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("default")
+                .to_string();
+            let hosts = RepoHosts::new(self.runtime_dir, self.network, self.repo_root, &project);
+            let rewrite =
+                rewrite::rewrite(&model, self.network, &planned, self.vet.unsafe_ok, &hosts)
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: {e}; nothing was run", self.project_dir.display())
+                    })?;
+            return Ok(Prepared {
+                slots: planned,
+                names,
+                project,
+                hosts,
+                rewrite,
+            });
+        }
+        bail!(
+            "the service names of the project change with the `<SERVICE>_IP` variables; renet cannot give them addresses"
+        )
+    }
+}
+
+/// Prints the violations and fails when there are any.
+fn refuse(violations: &[vetting::Violation]) -> Result<()> {
+    if violations.is_empty() {
+        return Ok(());
+    }
+    for v in violations {
+        eprintln!("renet: error: {v}");
+    }
+    bail!("{} setting(s) refused; nothing was run", violations.len())
+}
+
+/// The compose files of the run (for line numbers, slot order and `extends`/`include`).
+fn resolve_files(cli: &ComposeCliArgs, cwd: &Path) -> Result<files::ResolvedFiles> {
+    // COMPOSE_FILE / COMPOSE_PATH_SEPARATOR may also come from `.env` in the working folder.
     let env_dir = cli
         .project_directory
         .as_ref()
         .map(|d| cwd.join(d))
-        .unwrap_or_else(|| cwd.clone());
-    let dot_env_cwd: BTreeMap<String, String> = invoke::read_env_file(&env_dir.join(".env"))?
+        .unwrap_or_else(|| cwd.to_path_buf());
+    let dot_env: BTreeMap<String, String> = invoke::read_env_file(&env_dir.join(".env"))?
         .into_iter()
         .collect();
     let compose_file = std::env::var("COMPOSE_FILE")
         .ok()
-        .or_else(|| dot_env_cwd.get("COMPOSE_FILE").cloned());
+        .or_else(|| dot_env.get("COMPOSE_FILE").cloned());
     let path_sep = std::env::var("COMPOSE_PATH_SEPARATOR")
         .ok()
-        .or_else(|| dot_env_cwd.get("COMPOSE_PATH_SEPARATOR").cloned());
-    let resolved = files::resolve(&cli, &cwd, compose_file.as_deref(), path_sep.as_deref())?;
-    let project = Project::load(&resolved.files)?;
+        .or_else(|| dot_env.get("COMPOSE_PATH_SEPARATOR").cloned());
+    files::resolve(cli, cwd, compose_file.as_deref(), path_sep.as_deref())
+}
 
-    // Interpolation environment as compose builds it: the process environment wins over the
-    // env files, and renet's variables win over both.
-    let mut env_files_vars: BTreeMap<String, String> = BTreeMap::new();
-    if cli.env_files.is_empty() {
-        env_files_vars.extend(invoke::read_env_file(&resolved.project_dir.join(".env"))?);
-    } else {
-        for f in &cli.env_files {
-            let p = cwd.join(f);
-            if !p.is_file() {
-                bail!(
-                    "{}: env file not found (given with --env-file)",
-                    p.display()
-                );
-            }
-            env_files_vars.extend(invoke::read_env_file(&p)?);
-        }
-    }
+/// renet's runtime folder (`RENET_RUNTIME_DIR`, default `/run/renet/compose`).
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("RENET_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/renet/compose"))
+}
 
-    // Check variable names before anything is written.
-    let existing = slots::read(&repo_root)?;
-    let all_names: Vec<&str> = existing
-        .keys()
-        .map(String::as_str)
-        .chain(project.service_names.iter().map(String::as_str))
-        .collect();
-    service_ip_vars(all_names).map_err(|e| anyhow::anyhow!("{}: {e}", repo_root.display()))?;
-
-    // Vet before allocating: a refused project leaves no trace in `.rediacc.json`.
-    let pre_vars = ip_vars(network, &existing)?;
-    let lookup = make_lookup(&pre_vars, &env_files_vars);
-    let interp = |s: &str| interpolate(s, &lookup).unwrap_or_else(|_| s.to_string());
-    let violations = vetting::vet(&project, network, args.allow_unsafe, &interp);
-    if !violations.is_empty() {
-        for v in &violations {
-            eprintln!("renet: error: {v}");
-        }
-        bail!("{} setting(s) refused; nothing was run", violations.len());
-    }
-
-    let allocation = slots::allocate(&repo_root, &project.service_names)?;
-    for (name, slot) in &allocation.added {
-        tracing::debug!("service `{name}` got slot {slot}");
-    }
-    warn_shared_names(&repo_root, &resolved.project_dir, &project.service_names);
-    let vars = ip_vars(network, &allocation.slots)?;
-    let lookup = make_lookup(&vars, &env_files_vars);
-    let interp = |s: &str| interpolate(s, &lookup).unwrap_or_else(|_| s.to_string());
-    let rewrite = rewrite::rewrite(&project, network, &allocation.slots, &interp)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    for w in &rewrite.warnings {
-        eprintln!("renet: warning: {w}");
-    }
-
-    let mut child_env: Vec<(String, String)> = vars.clone();
-    child_env.push(("REDIACC_NETWORK_ID".into(), network.to_string()));
-    child_env.push(("DOCKER_HOST".into(), docker_host.clone()));
-
-    let override_path = override_path(network, &resolved.project_dir, &resolved.files);
-    let mut compose_args = cli.global.clone();
-    for f in &resolved.files {
-        compose_args.push("-f".into());
-        compose_args.push(f.display().to_string());
-    }
-    compose_args.push("-f".into());
-    compose_args.push(override_path.display().to_string());
-    compose_args.extend(cli.rest.iter().cloned());
-
-    let program = invoke::find_compose();
-    if args.dry_run {
-        let cmdline = match &program {
-            Ok(p) => invoke::command_line(p, &compose_args),
-            Err(_) => format!("docker compose {}", compose_args.join(" ")),
-        };
-        println!("# repo root: {}", repo_root.display());
-        println!("# network {network}, daemon {docker_host}");
-        println!("# command:\n{cmdline}");
-        println!("# environment:");
-        for (k, v) in &child_env {
-            println!("{k}={v}");
-        }
-        println!("# override file {}:", override_path.display());
-        print!("{}", rewrite.override_yaml);
-        return Ok(0);
-    }
-    let program = program?;
-    write_override(&override_path, &rewrite.override_yaml)?;
-    Err(invoke::exec_compose(&program, &compose_args, &child_env))
+/// `<SERVICE>_IP` for every service of `slots`, `REDIACC_NETWORK_ID` and `DOCKER_HOST`.
+fn child_env(
+    network: NetworkId,
+    slots: &SlotTable,
+    docker_host: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut env = ip_vars(network, slots)?;
+    env.push(("REDIACC_NETWORK_ID".into(), network.to_string()));
+    env.push(("DOCKER_HOST".into(), docker_host.to_string()));
+    Ok(env)
 }
 
 /// Refuses a `DOCKER_HOST` that names this network's socket in another folder than the one
@@ -277,19 +439,6 @@ fn ip_vars(network: NetworkId, slots: &SlotTable) -> Result<Vec<(String, String)
         .collect()
 }
 
-fn make_lookup<'a>(
-    vars: &'a [(String, String)],
-    env_files: &'a BTreeMap<String, String>,
-) -> impl Fn(&str) -> Option<String> + 'a {
-    move |name: &str| {
-        vars.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-            .or_else(|| env_files.get(name).cloned())
-    }
-}
-
 /// Warns when a service name of this project is also used by another compose project of the
 /// repo (they share one slot and one IP).
 fn warn_shared_names(repo_root: &Path, project_dir: &Path, names: &[String]) {
@@ -319,7 +468,7 @@ fn warn_shared_names(repo_root: &Path, project_dir: &Path, names: &[String]) {
 
 /// A stable path per project, so the `com.docker.compose.project.config_files` label compose
 /// puts on containers keeps pointing at a real file.
-fn override_path(network: NetworkId, project_dir: &Path, files: &[PathBuf]) -> PathBuf {
+fn model_path(network: NetworkId, project_dir: &Path, files: &[PathBuf], dir: &Path) -> PathBuf {
     let mut h: u64 = 0xcbf29ce484222325;
     let mut feed = |s: &str| {
         for b in s.bytes().chain(std::iter::once(0)) {
@@ -330,22 +479,18 @@ fn override_path(network: NetworkId, project_dir: &Path, files: &[PathBuf]) -> P
     for f in files {
         feed(&f.display().to_string());
     }
-    let dir = std::env::var_os("RENET_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/renet/compose"));
     let name = project_dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    dir.join(format!("{network}-{name}-{h:016x}.override.yml"))
+    dir.join(format!("{network}-{name}-{h:016x}.compose.json"))
 }
 
-fn write_override(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().expect("override path has a folder");
+fn write_model(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().expect("model path has a folder");
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    crate::atomic_file::write(path, text.as_bytes(), None)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 pub fn run_ips(args: IpsArgs) -> Result<u8> {

@@ -3,7 +3,8 @@
 //! the working folder or its nearest ancestor, plus the matching override file.
 //!
 //! Also splits the docker compose arguments into compose's global flags and the rest, since
-//! renet has to put its own override file after the user's files.
+//! renet runs compose's `config` with the global flags and then the user's subcommand on its
+//! own final model.
 
 use std::path::{Path, PathBuf};
 
@@ -72,14 +73,13 @@ impl ComposeArgs {
                 _ => (arg.clone(), None),
             };
             // `-fcompose.yml` short form.
-            let (flag, inline) = if inline.is_none()
-                && !flag.starts_with("--")
-                && flag.len() > 2
-                && VALUE_FLAGS.contains(&&flag[..2])
-            {
-                (flag[..2].to_string(), Some(flag[2..].to_string()))
-            } else {
-                (flag, inline)
+            // (`get` and not slicing: `-é` must not split a character.)
+            let short = flag
+                .get(..2)
+                .filter(|s| !flag.starts_with("--") && flag.len() > 2 && VALUE_FLAGS.contains(s));
+            let (flag, inline) = match (short, inline) {
+                (Some(s), None) => (s.to_string(), Some(flag[2..].to_string())),
+                (_, inline) => (flag, inline),
             };
             if VALUE_FLAGS.contains(&flag.as_str()) {
                 let value = match inline {
@@ -113,6 +113,36 @@ impl ComposeArgs {
         }
         out.rest = args[i..].to_vec();
         Ok(out)
+    }
+}
+
+impl ComposeArgs {
+    /// The global flags for the run on renet's final model: all but `--env-file` (the model
+    /// is already interpolated; compose must not read those files a second time).
+    pub fn final_global(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.global.len() {
+            if self.global[i] == "--env-file" {
+                i += 2;
+                continue;
+            }
+            out.push(self.global[i].clone());
+            i += 1;
+        }
+        out
+    }
+
+    /// Global flags for the `config` runs that read the user's project, with every file renet
+    /// resolved given as `-f`: compose reads exactly the files renet looked at.
+    pub fn config_global(&self, files: &[PathBuf]) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in files {
+            out.push("-f".to_string());
+            out.push(f.display().to_string());
+        }
+        out.extend(self.global.iter().cloned());
+        out
     }
 }
 
@@ -259,6 +289,16 @@ mod tests {
     #[test]
     fn missing_flag_value_is_an_error() {
         assert!(ComposeArgs::parse(&s(&["-f"])).is_err());
+    }
+
+    #[test]
+    fn non_ascii_flags_do_not_panic() {
+        let a = ComposeArgs::parse(&s(&["-é", "config"])).unwrap();
+        assert_eq!(a.global, s(&["-é"]));
+        let a = ComposeArgs::parse(&s(&["-fé.yml", "-é=x", "--é", "config"])).unwrap();
+        assert_eq!(a.files, s(&["é.yml"]));
+        let a = ComposeArgs::parse(&s(&["--env-file", "e", "-p", "x", "up"])).unwrap();
+        assert_eq!(a.final_global(), s(&["-p", "x"]));
     }
 
     #[test]

@@ -19,14 +19,14 @@ pub struct ComposeProgram {
     pub prefix: Vec<String>,
 }
 
-/// Finds compose: `docker` with the compose CLI plugin installed, else `docker-compose`.
+/// Finds compose: the compose CLI plugin, run as the standalone program it also is (the same
+/// binary `docker compose` starts, without the docker CLI in front, which costs a process
+/// start and a plugin metadata query on every run), else `docker-compose` on `PATH`.
 pub fn find_compose() -> Result<ComposeProgram> {
-    if let Ok(docker) = which::which("docker")
-        && compose_plugin_installed()
-    {
+    if let Some(plugin) = compose_plugin() {
         return Ok(ComposeProgram {
-            program: docker,
-            prefix: vec!["compose".into()],
+            program: plugin,
+            prefix: Vec::new(),
         });
     }
     if let Ok(standalone) = which::which("docker-compose") {
@@ -41,9 +41,8 @@ pub fn find_compose() -> Result<ComposeProgram> {
     )
 }
 
-/// Looks for the plugin where the docker CLI looks, without running `docker` (which would
-/// cost tens of milliseconds on every `renet compose`).
-fn compose_plugin_installed() -> bool {
+/// The compose plugin where the docker CLI looks for it.
+fn compose_plugin() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(cfg) = std::env::var_os("DOCKER_CONFIG") {
         dirs.push(Path::new(&cfg).join("cli-plugins"));
@@ -58,7 +57,9 @@ fn compose_plugin_installed() -> bool {
     ] {
         dirs.push(d.into());
     }
-    dirs.iter().any(|d| d.join("docker-compose").is_file())
+    dirs.into_iter()
+        .map(|d| d.join("docker-compose"))
+        .find(|p| p.is_file())
 }
 
 /// Replaces this process with compose. Returns only on failure to start it.

@@ -1,90 +1,76 @@
-//! What renet reads of a compose project before docker compose runs: the service names (in
-//! file order, for slot allocation) and each service's effective settings after `extends`,
-//! `<<` merge keys and several `-f` files — enough to vet it and to translate its `ports:`.
+//! What renet still reads of the user's compose files itself — never to decide what runs
+//! (that is compose's resolved model, `resolved.rs`), only what compose's model forgets:
+//! the order services appear in (slots go to new services in that order, spec §3), the line
+//! of a setting (for error messages), and the files `extends` and `include` pull in (compose
+//! merges them and keeps no trace of where they came from; vetting must refuse files from
+//! outside the repository).
 //!
-//! This is deliberately *not* a compose implementation: docker compose still loads the real
-//! model (renet only adds an override file), so everything renet does not read keeps working
-//! exactly as in plain docker compose.
+//! Every reading here is tolerant: a file renet cannot read is left to compose, which reports
+//! it with its own message.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use serde_yaml::{Mapping, Value};
+use serde_yaml::Value;
 
-/// One compose file, parsed, with merge keys applied and its text kept for line numbers.
+/// `extends`/`include` chains deeper than this are refused (compose itself would loop or
+/// recurse for a long time on a cycle through another spelling of a path).
+pub const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// One compose file: its text (for line numbers) and its YAML documents.
 #[derive(Debug, Clone)]
-pub struct ComposeFile {
+pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
-    pub doc: Value,
+    pub docs: Vec<Value>,
+    /// Why the YAML could not be (fully) read, if it could not.
+    pub error: Option<String>,
 }
 
-impl ComposeFile {
-    pub fn load(path: &Path) -> Result<ComposeFile> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read compose file", path.display()))?;
-        Self::parse(path, text)
+impl SourceFile {
+    /// Reads and parses `path`; unreadable or invalid YAML gives no documents.
+    pub fn load(path: &Path) -> SourceFile {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, text),
+            Err(e) => SourceFile {
+                path: path.to_path_buf(),
+                text: String::new(),
+                docs: Vec::new(),
+                error: Some(format!("cannot read: {e}")),
+            },
+        }
     }
 
-    pub fn parse(path: &Path, text: String) -> Result<ComposeFile> {
-        let mut doc: Value = if text.trim().is_empty() {
-            Value::Mapping(Mapping::new())
-        } else {
-            serde_yaml::from_str(&text)
-                .with_context(|| format!("{}: invalid YAML", path.display()))?
-        };
-        doc.apply_merge()
-            .with_context(|| format!("{}: invalid `<<` merge key", path.display()))?;
-        if !doc.is_mapping() {
-            bail!(
-                "{}: a compose file must be a mapping at the top level",
-                path.display()
-            );
-        }
-        if doc.get("include").is_some() {
-            bail!(
-                "{}: top-level `include:` is not supported by renet compose (renet must give every \
-                 service its IP and labels); list the files with -f instead",
-                path.display()
-            );
-        }
-        Ok(ComposeFile {
+    pub fn parse(path: &Path, text: String) -> SourceFile {
+        let (docs, error) = parse_documents(&text);
+        SourceFile {
             path: path.to_path_buf(),
             text,
-            doc,
-        })
-    }
-
-    /// Service names in file order.
-    pub fn service_names(&self) -> Result<Vec<String>> {
-        match self.doc.get("services") {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Mapping(m)) => m
-                .keys()
-                .map(|k| {
-                    k.as_str().map(String::from).with_context(|| {
-                        format!(
-                            "{}: a service name must be a string, found {k:?}",
-                            self.path.display()
-                        )
-                    })
-                })
-                .collect(),
-            Some(_) => bail!("{}: `services` must be a mapping", self.path.display()),
+            docs,
+            error,
         }
     }
 
-    fn service(&self, name: &str) -> Option<&Mapping> {
-        self.doc.get("services")?.get(name)?.as_mapping()
+    /// Service names in file order (every YAML document, as compose merges them).
+    pub fn service_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for doc in &self.docs {
+            if let Some(Value::Mapping(m)) = doc.get("services") {
+                for k in m.keys().filter_map(Value::as_str) {
+                    if !out.iter().any(|n| n == k) {
+                        out.push(k.to_string());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// 1-based line of `key:` inside service `service`'s block, found in the text (best effort).
     pub fn line_of(&self, service: &str, key: &str) -> Option<usize> {
-        let lines: Vec<&str> = self.text.lines().collect();
         let mut in_services = false;
-        let mut svc_indent = None;
-        for (i, line) in lines.iter().enumerate() {
+        let mut svc_indent: Option<usize> = None;
+        for (i, line) in self.text.lines().enumerate() {
             let trimmed = line.trim_start();
             let indent = line.len() - trimmed.len();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -104,26 +90,17 @@ impl ComposeFile {
                 .unwrap_or("")
                 .trim_matches(|c| c == '"' || c == '\'');
             match svc_indent {
-                Some(si) if indent <= si => {
-                    if indent == si && name == service {
-                        continue;
-                    }
-                    svc_indent = None;
-                    if name == service && trimmed.contains(':') {
-                        svc_indent = Some(indent);
-                    }
-                }
-                Some(_) => {
-                    if trimmed.starts_with(&format!("{key}:"))
-                        || trimmed.starts_with(&format!("\"{key}\":"))
+                Some(si) if indent > si => {
+                    let k = trimmed.trim_start_matches(['"', '\'']);
+                    if k.starts_with(&format!("{key}:"))
+                        || k.starts_with(&format!("{key}\":"))
+                        || k.starts_with(&format!("{key}':"))
                     {
                         return Some(i + 1);
                     }
                 }
-                None => {
-                    if name == service && trimmed.contains(':') {
-                        svc_indent = Some(indent);
-                    }
+                _ => {
+                    svc_indent = (name == service && trimmed.contains(':')).then_some(indent);
                 }
             }
         }
@@ -131,256 +108,178 @@ impl ComposeFile {
     }
 }
 
-/// A service's effective settings, merged over `-f` files and `extends`.
-#[derive(Debug, Clone)]
-pub struct ServiceView {
-    pub name: String,
-    pub settings: Mapping,
-    /// The file that defines the service last (for line numbers), and the folder against which
-    /// each relative path in `volumes`/`env_file` is resolved.
-    pub file: PathBuf,
-    pub base_dir: PathBuf,
+/// Every YAML document of `text` (with `<<` merge keys applied) up to the first invalid one,
+/// and the error there.
+fn parse_documents(text: &str) -> (Vec<Value>, Option<String>) {
+    let mut out = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        match <Value as serde::Deserialize>::deserialize(de) {
+            Ok(mut v) => {
+                let _ = v.apply_merge();
+                out.push(v);
+            }
+            Err(e) => return (out, Some(format!("invalid YAML: {e}"))),
+        }
+    }
+    (out, None)
 }
 
-/// The project as renet sees it.
-#[derive(Debug, Clone)]
-pub struct Project {
-    pub files: Vec<ComposeFile>,
-    /// Service names in order of first appearance across the files.
-    pub service_names: Vec<String>,
-    pub services: BTreeMap<String, ServiceView>,
-}
-
-impl Project {
-    pub fn load(paths: &[PathBuf]) -> Result<Project> {
-        let files = paths
-            .iter()
-            .map(|p| ComposeFile::load(p))
-            .collect::<Result<Vec<_>>>()?;
-        Self::from_files(files)
-    }
-
-    pub fn from_files(files: Vec<ComposeFile>) -> Result<Project> {
-        let mut service_names: Vec<String> = Vec::new();
-        for f in &files {
-            for n in f.service_names()? {
-                if !service_names.contains(&n) {
-                    service_names.push(n);
-                }
+/// Service names of several files, in order of first appearance.
+pub fn service_names_in_order(files: &[SourceFile]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in files {
+        for n in f.service_names() {
+            if !out.contains(&n) {
+                out.push(n);
             }
         }
-        let mut services = BTreeMap::new();
-        for name in &service_names {
-            let mut merged = Mapping::new();
-            let mut file = files[0].path.clone();
-            for f in &files {
-                if let Some(svc) = f.service(name) {
-                    let resolved = resolve_extends(f, name, svc, &mut Vec::new())?;
-                    merged = merge_service(&merged, &resolved);
-                    file = f.path.clone();
-                }
-            }
-            let base_dir = files[0]
-                .path
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .to_path_buf();
-            services.insert(
-                name.clone(),
-                ServiceView {
-                    name: name.clone(),
-                    settings: merged,
-                    file,
-                    base_dir,
-                },
-            );
-        }
-        Ok(Project {
-            files,
-            service_names,
-            services,
-        })
-    }
-
-    pub fn file(&self, path: &Path) -> Option<&ComposeFile> {
-        self.files.iter().find(|f| f.path == path)
-    }
-
-    /// `secrets`/`configs` top-level `file:` entries, with the file that declares them.
-    pub fn top_level_files(&self) -> Vec<(String, String, PathBuf)> {
-        let mut out = Vec::new();
-        for f in &self.files {
-            for section in ["secrets", "configs"] {
-                if let Some(Value::Mapping(m)) = f.doc.get(section) {
-                    for (k, v) in m {
-                        if let Some(file) = v.get("file").and_then(Value::as_str) {
-                            out.push((
-                                format!("{section}.{}", k.as_str().unwrap_or("?")),
-                                file.to_string(),
-                                f.path.clone(),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Service names of the default compose files of `dir` (for `renet repo up`, which allocates
-/// slots for every compose project of a repo before anything runs). No compose file → none.
-pub fn service_names_in_dir(dir: &Path) -> Result<Vec<String>> {
-    match crate::compose::files::default_compose_files(dir) {
-        None => Ok(Vec::new()),
-        Some(files) => Ok(Project::load(&files)?.service_names),
-    }
-}
-
-/// Applies `extends` (same file or another file), recursively, with cycle detection.
-/// Relative paths of an extended service from another file are made absolute.
-fn resolve_extends(
-    file: &ComposeFile,
-    name: &str,
-    svc: &Mapping,
-    chain: &mut Vec<(PathBuf, String)>,
-) -> Result<Mapping> {
-    let key = (file.path.clone(), name.to_string());
-    if chain.contains(&key) {
-        bail!(
-            "{}: service `{name}`: `extends` forms a cycle",
-            file.path.display()
-        );
-    }
-    let Some(ext) = svc.get("extends") else {
-        return Ok(svc.clone());
-    };
-    chain.push(key);
-    let (base_name, base_file) = match ext {
-        Value::String(s) => (s.clone(), None),
-        Value::Mapping(m) => (
-            m.get("service")
-                .and_then(Value::as_str)
-                .with_context(|| {
-                    format!(
-                        "{}: service `{name}`: `extends` needs `service`",
-                        file.path.display()
-                    )
-                })?
-                .to_string(),
-            m.get("file").and_then(Value::as_str).map(String::from),
-        ),
-        _ => bail!(
-            "{}: service `{name}`: invalid `extends`",
-            file.path.display()
-        ),
-    };
-    let other;
-    let base_compose = match &base_file {
-        None => file,
-        Some(p) => {
-            let path = file.path.parent().unwrap_or(Path::new("/")).join(p);
-            other = ComposeFile::load(&path).with_context(|| {
-                format!("{}: service `{name}`: `extends.file`", file.path.display())
-            })?;
-            &other
-        }
-    };
-    let base = base_compose.service(&base_name).with_context(|| {
-        format!(
-            "{}: service `{name}` extends `{base_name}`, which {} does not define",
-            file.path.display(),
-            base_compose.path.display()
-        )
-    })?;
-    let mut base = resolve_extends(base_compose, &base_name, base, chain)?;
-    if base_file.is_some() {
-        absolutize_paths(
-            &mut base,
-            base_compose.path.parent().unwrap_or(Path::new("/")),
-        );
-    }
-    chain.pop();
-    let mut child = svc.clone();
-    child.remove("extends");
-    Ok(merge_service(&base, &child))
-}
-
-/// Makes relative bind sources and env_file paths absolute against `dir`.
-fn absolutize_paths(svc: &mut Mapping, dir: &Path) {
-    let fix = |s: &str| -> String {
-        if s.starts_with('.') {
-            dir.join(s).display().to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    if let Some(Value::Sequence(vols)) = svc.get_mut("volumes") {
-        for v in vols {
-            match v {
-                Value::String(s) => *s = fix(s),
-                Value::Mapping(m) => {
-                    if let Some(Value::String(src)) = m.get_mut("source") {
-                        *src = fix(src);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    match svc.get_mut("env_file") {
-        Some(Value::String(s)) => *s = fix(s),
-        Some(Value::Sequence(list)) => {
-            for v in list {
-                match v {
-                    Value::String(s) => *s = fix(s),
-                    Value::Mapping(m) => {
-                        if let Some(Value::String(p)) = m.get_mut("path") {
-                            *p = fix(p);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Merges `over` onto `base` the way renet needs for reading: scalars replaced, sequences
-/// concatenated (so nothing a later file adds escapes vetting), mappings merged.
-pub fn merge_service(base: &Mapping, over: &Mapping) -> Mapping {
-    let mut out = base.clone();
-    for (k, v) in over {
-        let v = untag(v);
-        let merged = match (out.get(k).map(untag), &v) {
-            (_, v) if is_reset(v) => {
-                out.remove(k);
-                continue;
-            }
-            (Some(Value::Sequence(a)), Value::Sequence(b)) => {
-                let mut c = a.clone();
-                c.extend(b.iter().cloned());
-                Value::Sequence(c)
-            }
-            (Some(Value::Mapping(a)), Value::Mapping(b)) => Value::Mapping(merge_service(&a, b)),
-            _ => v.clone(),
-        };
-        out.insert(k.clone(), merged);
     }
     out
 }
 
-/// `!override x` is `x` for reading purposes; `!reset` is handled by `is_reset`.
-fn untag(v: &Value) -> Value {
-    match v {
-        Value::Tagged(t) if t.tag == "override" => t.value.clone(),
-        other => other.clone(),
+/// Service names of the default compose files of `dir` (for `renet repo up`, which allocates
+/// slots for every compose project of a repo before anything runs). No compose file → none.
+pub fn service_names_in_dir(dir: &Path) -> anyhow::Result<Vec<String>> {
+    match crate::compose::files::default_compose_files(dir) {
+        None => Ok(Vec::new()),
+        Some(files) => {
+            let files: Vec<SourceFile> = files.iter().map(|p| SourceFile::load(p)).collect();
+            if let Some(f) = files.iter().find(|f| f.error.is_some()) {
+                anyhow::bail!(
+                    "{}: {}",
+                    f.path.display(),
+                    f.error.as_deref().unwrap_or_default()
+                );
+            }
+            Ok(service_names_in_order(&files))
+        }
     }
 }
 
-fn is_reset(v: &Value) -> bool {
-    matches!(v, Value::Tagged(t) if t.tag == "reset")
+/// A file another compose file pulls in with `extends.file` or `include`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// `extends` or `include`.
+    pub kind: &'static str,
+    /// The service that extends (none for `include`).
+    pub service: Option<String>,
+    /// The path as written.
+    pub written: String,
+    /// The path it names (relative to the declaring file's folder), unless it holds a `$`
+    /// variable renet cannot see the value of.
+    pub path: Option<PathBuf>,
+    pub declared_in: PathBuf,
+    pub line: Option<usize>,
+}
+
+/// Every `extends.file` and `include` path reachable from `files`, following the files they
+/// name (each file once, by its canonical path, at most `MAX_REFERENCE_DEPTH` deep).
+/// Returns the references and, if the chain was too deep, the file where it stopped.
+pub fn referenced_files(files: &[SourceFile]) -> (Vec<Reference>, Option<PathBuf>) {
+    let mut seen: BTreeSet<PathBuf> = files
+        .iter()
+        .map(|f| std::fs::canonicalize(&f.path).unwrap_or_else(|_| f.path.clone()))
+        .collect();
+    let mut out = Vec::new();
+    let mut queue: Vec<(SourceFile, usize)> = files.iter().map(|f| (f.clone(), 0)).collect();
+    let mut too_deep = None;
+    while let Some((file, depth)) = queue.pop() {
+        for r in references_of(&file) {
+            if let Some(p) = &r.path {
+                let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                if p.is_file() && seen.insert(canon) {
+                    if depth + 1 > MAX_REFERENCE_DEPTH {
+                        too_deep = Some(p.clone());
+                    } else {
+                        queue.push((SourceFile::load(p), depth + 1));
+                    }
+                }
+            }
+            out.push(r);
+        }
+    }
+    (out, too_deep)
+}
+
+fn references_of(file: &SourceFile) -> Vec<Reference> {
+    let dir = file.path.parent().unwrap_or(Path::new("/"));
+    let make = |kind, service: Option<String>, written: &str, key: &str| {
+        let line = service
+            .as_deref()
+            .and_then(|s| file.line_of(s, key))
+            .or_else(|| {
+                file.text
+                    .lines()
+                    .position(|l| l.contains(written))
+                    .map(|i| i + 1)
+            });
+        Reference {
+            kind,
+            path: (!written.contains('$')).then(|| dir.join(written)),
+            service,
+            written: written.to_string(),
+            declared_in: file.path.clone(),
+            line,
+        }
+    };
+    let mut out = Vec::new();
+    for doc in &file.docs {
+        if let Some(Value::Mapping(services)) = doc.get("services") {
+            for (name, svc) in services {
+                let file_ref = svc.get("extends").and_then(|e| e.get("file"));
+                if let (Some(name), Some(Value::String(f))) = (name.as_str(), file_ref) {
+                    out.push(make("extends", Some(name.to_string()), f, "extends"));
+                }
+            }
+        }
+        let includes: Vec<&str> = match doc.get("include") {
+            Some(Value::Sequence(list)) => list
+                .iter()
+                .flat_map(|i| match i {
+                    Value::String(s) => vec![s.as_str()],
+                    Value::Mapping(_) => match i.get("path") {
+                        Some(Value::String(s)) => vec![s.as_str()],
+                        Some(Value::Sequence(l)) => l.iter().filter_map(Value::as_str).collect(),
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for inc in includes {
+            out.push(make("include", None, inc, "include"));
+        }
+    }
+    out
+}
+
+/// Whether any of `files` or the files they reference may hold `env_file` or `label_file`
+/// (a key anywhere, in any document; a file renet cannot parse counts as "may"). When none
+/// does, compose reads no such file and its uninterpolated model need not be asked for.
+pub fn may_read_env_files(files: &[SourceFile], references: &[Reference]) -> bool {
+    let referenced = references
+        .iter()
+        .filter_map(|r| r.path.as_ref())
+        .map(|p| SourceFile::load(p));
+    files
+        .iter()
+        .cloned()
+        .chain(referenced)
+        .any(|f| f.error.is_some() || f.docs.iter().any(has_env_file_key))
+}
+
+fn has_env_file_key(v: &Value) -> bool {
+    match v {
+        Value::Mapping(m) => m.iter().any(|(k, v)| {
+            matches!(k.as_str(), Some("env_file" | "label_file"))
+                || has_env_file_key(k)
+                || has_env_file_key(v)
+        }),
+        Value::Sequence(s) => s.iter().any(has_env_file_key),
+        Value::Tagged(t) => has_env_file_key(&t.value),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -394,70 +293,70 @@ mod tests {
     }
 
     #[test]
-    fn names_in_order_across_files_with_anchors_and_extends() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = file(
-            dir.path(),
-            "a.yml",
-            "x-base: &base\n  image: i\n  cap_add: [NET_ADMIN]\nservices:\n  web:\n    <<: *base\n    ports: ['80']\n  db:\n    extends: web\n    privileged: true\n",
+    fn names_in_order_across_documents_and_files() {
+        let a = SourceFile::parse(
+            Path::new("/r/a.yml"),
+            "x-base: &base\n  image: i\nservices:\n  web:\n    <<: *base\n  db: {}\n---\nservices:\n  cache: {}\n  web: {}\n".into(),
         );
-        let b = file(
-            dir.path(),
-            "b.yml",
-            "services:\n  cache:\n    image: c\n  web:\n    ports: ['8080:81']\n",
+        let b = SourceFile::parse(
+            Path::new("/r/b.yml"),
+            "services:\n  zz: {}\n  db: {}\n".into(),
         );
-        let p = Project::load(&[a.clone(), b]).unwrap();
-        assert_eq!(p.service_names, vec!["web", "db", "cache"]);
-        let web = &p.services["web"].settings;
-        assert_eq!(web.get("image").unwrap().as_str(), Some("i"));
-        assert_eq!(web.get("ports").unwrap().as_sequence().unwrap().len(), 2);
-        let db = &p.services["db"].settings;
-        assert_eq!(db.get("cap_add").unwrap().as_sequence().unwrap().len(), 1);
-        assert_eq!(db.get("privileged"), Some(&Value::Bool(true)));
-        let f = ComposeFile::load(&a).unwrap();
-        assert_eq!(f.line_of("db", "privileged"), Some(10));
-        assert_eq!(f.line_of("web", "ports"), Some(7));
+        assert_eq!(
+            service_names_in_order(&[a.clone(), b]),
+            ["web", "db", "cache", "zz"]
+        );
+        assert_eq!(a.line_of("db", "image"), None);
+        let c = SourceFile::parse(
+            Path::new("/r/c.yml"),
+            "services:\n  web:\n    image: x\n  db:\n    image: y\n    privileged: true\n".into(),
+        );
+        assert_eq!(c.line_of("db", "privileged"), Some(6));
+        assert_eq!(c.line_of("web", "privileged"), None);
     }
 
     #[test]
-    fn extends_from_another_file_and_cycles() {
+    fn env_file_keys_anywhere() {
+        let f = |t: &str| SourceFile::parse(Path::new("/r/c.yml"), t.into());
+        assert!(!may_read_env_files(
+            &[f("services:\n  a: {image: x}\n")],
+            &[]
+        ));
+        assert!(may_read_env_files(
+            &[f("services:\n  a: {env_file: x}\n")],
+            &[]
+        ));
+        assert!(may_read_env_files(
+            &[f("x: 1\n---\nservices:\n  a:\n    \"label\\x5ffile\": x\n")],
+            &[]
+        ));
+        assert!(may_read_env_files(&[f("services: [\n")], &[]));
+        assert!(!may_read_env_files(&[f("")], &[]));
+    }
+
+    #[test]
+    fn extends_and_include_references_followed_once() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("common")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
         file(
             dir.path(),
-            "common/base.yml",
-            "services:\n  base:\n    volumes: ['./data:/data']\n",
+            "sub/base.yml",
+            "services:\n  b:\n    extends: {file: ../compose.yml, service: a}\n",
         );
-        let a = file(
+        let main = file(
             dir.path(),
             "compose.yml",
-            "services:\n  app:\n    extends: {file: common/base.yml, service: base}\n",
+            "include: [{path: [sub/inc.yml]}]\nservices:\n  a:\n    extends:\n      file: sub/base.yml\n      service: b\n  c:\n    extends: {file: '${X}/x.yml', service: q}\n",
         );
-        let p = Project::load(&[a]).unwrap();
-        let vols = p.services["app"]
-            .settings
-            .get("volumes")
-            .unwrap()
-            .as_sequence()
-            .unwrap();
-        assert!(
-            vols[0].as_str().unwrap().contains("common/./data:/data"),
-            "{vols:?}"
-        );
-        let c = file(
-            dir.path(),
-            "cyc.yml",
-            "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
-        );
-        assert!(format!("{:#}", Project::load(&[c]).unwrap_err()).contains("cycle"));
-    }
-
-    #[test]
-    fn bad_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let bad = file(dir.path(), "bad.yml", "services:\n  web:\n   image: [\n");
-        assert!(format!("{:#}", Project::load(&[bad]).unwrap_err()).contains("invalid YAML"));
-        let inc = file(dir.path(), "inc.yml", "include: [x.yml]\nservices: {}\n");
-        assert!(format!("{:#}", Project::load(&[inc]).unwrap_err()).contains("include"));
+        file(dir.path(), "sub/inc.yml", "services: {}\n");
+        let (refs, deep) = referenced_files(&[SourceFile::load(&main)]);
+        assert!(deep.is_none());
+        let written: Vec<&str> = refs.iter().map(|r| r.written.as_str()).collect();
+        assert!(written.contains(&"sub/base.yml"), "{written:?}");
+        assert!(written.contains(&"sub/inc.yml"), "{written:?}");
+        assert!(written.contains(&"../compose.yml"), "{written:?}");
+        let var = refs.iter().find(|r| r.written.contains('$')).unwrap();
+        assert!(var.path.is_none());
+        assert_eq!(var.line, Some(8));
     }
 }

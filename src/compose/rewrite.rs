@@ -1,20 +1,23 @@
-//! The override file renet adds after the user's compose files (spec §4, step 4): host
-//! networking, the `rediacc.*` labels, `SERVICE_IP`/`REDIACC_NETWORK_ID`, `extra_hosts` for
-//! every service of the repo, and `ports:` turned into `rediacc.tcp_ports`/`udp_ports`.
+//! From compose's resolved model to the model renet hands back to compose (spec §4, step 4):
+//! host networking, the `rediacc.*` labels, `SERVICE_IP`/`REDIACC_NETWORK_ID`, `ports:`
+//! turned into `rediacc.tcp_ports`/`udp_ports`, the repository's hosts file mounted at
+//! `/etc/hosts`, and `NET_RAW` dropped (spec §5).
 //!
-//! An override (rather than a rewritten copy of the user's files) leaves anchors, `extends`,
-//! profiles, `env_file`, `.env`, relative paths, `x-` fields and `$$` to docker compose itself,
-//! so they behave exactly as without renet. `!reset` (compose ≥ 2.24) removes `networks:` and
-//! `ports:`, which docker rejects or ignores in host mode. Pure: no I/O.
+//! Settings host networking cannot have are removed with a warning: `networks`, `links`,
+//! `external_links`, `mac_address`; the names they gave (service names, `container_name`,
+//! network and link aliases) are kept resolving through the hosts file (`hosts.rs`).
+//! `network_mode: service:x` already became `depends_on: x` in compose's model, so the start
+//! order survives. Pure: no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
 
-use serde_yaml::value::{Tag, TaggedValue};
-use serde_yaml::{Mapping, Value};
+use serde_json::{Map, Value, json};
 
 use crate::addresses::NetworkId;
-use crate::compose::model::Project;
+use crate::compose::resolved::services;
 use crate::compose::slots::SlotTable;
+use crate::compose::vetting::DROPPED_NETWORK_CAPS;
 
 pub const LABEL_SERVICE_NAME: &str = "rediacc.service_name";
 pub const LABEL_SERVICE_IP: &str = "rediacc.service_ip";
@@ -22,15 +25,23 @@ pub const LABEL_NETWORK_ID: &str = "rediacc.network_id";
 pub const LABEL_TCP_PORTS: &str = "rediacc.tcp_ports";
 pub const LABEL_UDP_PORTS: &str = "rediacc.udp_ports";
 
-/// The generated override and what the user should hear about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// More published ports than this in one service is refused (a range like `1-65535` is a
+/// mistake, and each port becomes a proxy entrypoint).
+pub const MAX_PORTS_PER_SERVICE: usize = 1000;
+
+/// The final model, the names each service IP answers to, and what the user should hear.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rewrite {
-    pub override_yaml: String,
+    pub model: Value,
+    /// Extra names (container names, aliases, link aliases) per service of this project.
+    pub aliases: BTreeMap<String, BTreeSet<String>>,
+    /// A service's own `extra_hosts` (they join its hosts file).
+    pub extra_hosts: BTreeMap<String, Vec<(String, String)>>,
     pub warnings: Vec<String>,
 }
 
 /// A published port: `published == None` means "any port from the dynamic range".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortSpec {
     pub udp: bool,
     pub published: Option<u16>,
@@ -44,24 +55,45 @@ impl PortSpec {
     }
 }
 
-/// Builds the override for every service of `project`. `slots` must hold every service of the
-/// repo (allocation happened first). `interp` interpolates strings as compose would.
+/// Where each service finds its hosts file: the repository's, or its own when it has
+/// `extra_hosts`.
+pub trait HostsFiles {
+    fn hosts_file(&self, service: &str, has_extra_hosts: bool) -> std::path::PathBuf;
+}
+
+/// Builds the final model. `slots` must hold every service of the repo (allocation happened
+/// first, in memory). `unsafe_ok` keeps `NET_RAW`.
 pub fn rewrite(
-    project: &Project,
+    model: &Value,
     network: NetworkId,
     slots: &SlotTable,
-    interp: &dyn Fn(&str) -> String,
+    unsafe_ok: bool,
+    hosts: &dyn HostsFiles,
 ) -> Result<Rewrite, String> {
+    let mut out = model.clone();
     let mut warnings = Vec::new();
-    let mut extra_hosts: Vec<Value> = Vec::new();
-    for (name, slot) in slots {
-        let ip = network.slot_ip(*slot).map_err(|e| e.to_string())?;
-        extra_hosts.push(Value::String(format!("{name}={ip}")));
-    }
-    let mut services = Mapping::new();
-    for name in &project.service_names {
-        let view = &project.services[name];
-        let s = &view.settings;
+    let mut aliases: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut extra_hosts = BTreeMap::new();
+    let names: Vec<String> = services(model).map(|(k, _)| k.clone()).collect();
+    let container_names: BTreeMap<String, String> = services(model)
+        .filter_map(|(k, s)| {
+            let c = s.get("container_name")?.as_str()?;
+            Some((c.to_string(), k.clone()))
+        })
+        .collect();
+    let Some(svcs) = out.get_mut("services").and_then(Value::as_object_mut) else {
+        return Ok(Rewrite {
+            model: out,
+            aliases,
+            extra_hosts,
+            warnings,
+        });
+    };
+    for name in &names {
+        let svc = svcs
+            .get_mut(name)
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| format!("service `{name}`: not a mapping"))?;
         let slot = slots
             .get(name)
             .ok_or_else(|| format!("service `{name}` has no slot"))?;
@@ -69,23 +101,67 @@ pub fn rewrite(
             .slot_ip(*slot)
             .map_err(|e| e.to_string())?
             .to_string();
-        let file = view.file.display();
+        let mut notes: Vec<String> = Vec::new();
+        let mut warn = |w: String| notes.push(w);
 
-        let mut out = Mapping::new();
-        if let Some(mode) = s.get("network_mode").and_then(Value::as_str)
-            && interp(mode) != "host"
+        if let Some(mode) = svc.get("network_mode").and_then(Value::as_str)
+            && mode != "host"
         {
-            warnings.push(format!(
-                    "{file}: service `{name}`: `network_mode: {mode}` replaced by `host` (renet services run on the host network with their own IP)"
-                ));
+            warn(format!(
+                "`network_mode: {mode}` replaced by `host` (renet services run on the host network with their own IP)"
+            ));
         }
-        out.insert("network_mode".into(), "host".into());
-        if s.contains_key("networks") {
-            out.insert("networks".into(), reset(Value::Null));
+        svc.insert("network_mode".into(), "host".into());
+        let mine = aliases.entry(name.clone()).or_default();
+        if let Some(Value::Object(nets)) = svc.remove("networks") {
+            for net in nets.values() {
+                for a in net
+                    .get("aliases")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(a) = a.as_str() {
+                        mine.insert(a.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(c) = svc.get("container_name").and_then(Value::as_str) {
+            mine.insert(c.to_string());
+        }
+        for key in ["links", "external_links"] {
+            if let Some(Value::Array(links)) = svc.remove(key) {
+                warn(format!(
+                    "`{key}` removed (host networking cannot have links); their names resolve through the repository's hosts file"
+                ));
+                for link in links.iter().filter_map(Value::as_str) {
+                    let (target, alias) = link.split_once(':').unwrap_or((link, link));
+                    let owner = if names.iter().any(|n| n == target) {
+                        Some(target.to_string())
+                    } else {
+                        container_names.get(target).cloned()
+                    };
+                    match owner {
+                        Some(o) => {
+                            aliases.entry(o).or_default().insert(alias.to_string());
+                        }
+                        None => warn(format!(
+                            "link target `{target}` is not a service of this project; `{alias}` does not resolve"
+                        )),
+                    }
+                }
+            }
+        }
+        if svc.remove("mac_address").is_some() {
+            warn("`mac_address` removed (host networking has no MAC address of its own)".into());
         }
 
-        let mut labels = BTreeMap::new();
-        let user_labels = label_map(s.get("labels"));
+        let user_labels = label_map(svc.get("labels"));
+        let mut labels: Map<String, Value> = svc
+            .remove("labels")
+            .and_then(|l| l.as_object().cloned())
+            .unwrap_or_default();
         for (key, value) in [
             (LABEL_SERVICE_NAME, name.clone()),
             (LABEL_SERVICE_IP, ip.clone()),
@@ -94,15 +170,13 @@ pub fn rewrite(
             if let Some(user) = user_labels.get(key)
                 && *user != value
             {
-                warnings.push(format!(
-                    "{file}: service `{name}`: label `{key}={user}` overwritten with `{value}`"
-                ));
+                warn(format!("label `{key}={user}` overwritten with `{value}`"));
             }
-            labels.insert(key.to_string(), value);
+            labels.insert(key.into(), value.into());
         }
-        if let Some(ports) = s.get("ports") {
-            let specs = parse_ports(ports, interp)
-                .map_err(|e| format!("{file}: service `{name}`: `ports`: {e}"))?;
+        if let Some(ports) = svc.remove("ports") {
+            let specs =
+                parse_ports(&ports).map_err(|e| format!("service `{name}`: `ports`: {e}"))?;
             for (udp, key) in [(false, LABEL_TCP_PORTS), (true, LABEL_UDP_PORTS)] {
                 let mut values: Vec<String> = user_labels
                     .get(key)
@@ -113,73 +187,103 @@ pub fn rewrite(
                             .collect()
                     })
                     .unwrap_or_default();
+                let mut seen: HashSet<String> = values.iter().cloned().collect();
                 for p in specs.iter().filter(|p| p.udp == udp) {
                     let v = p.label_value();
-                    if !values.contains(&v) {
+                    if seen.insert(v.clone()) {
                         values.push(v);
                     }
                 }
                 if !values.is_empty() {
-                    labels.insert(key.to_string(), values.join(","));
+                    labels.insert(key.into(), values.join(",").into());
                 }
             }
-            out.insert("ports".into(), reset(Value::Sequence(Vec::new())));
         }
-        out.insert(
-            "labels".into(),
-            Value::Mapping(
-                labels
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect(),
-            ),
-        );
-        let mut env = Mapping::new();
-        env.insert("SERVICE_IP".into(), ip.clone().into());
-        env.insert("REDIACC_NETWORK_ID".into(), network.to_string().into());
-        out.insert("environment".into(), Value::Mapping(env));
-        out.insert("extra_hosts".into(), Value::Sequence(extra_hosts.clone()));
-        services.insert(name.clone().into(), Value::Mapping(out));
+        svc.insert("labels".into(), Value::Object(labels));
+
+        let env = svc
+            .entry("environment")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(env) = env {
+            env.insert("SERVICE_IP".into(), ip.clone().into());
+            env.insert("REDIACC_NETWORK_ID".into(), network.to_string().into());
+        }
+
+        let own_hosts = parse_extra_hosts(svc.remove("extra_hosts").as_ref());
+        let file = hosts.hosts_file(name, !own_hosts.is_empty());
+        if !own_hosts.is_empty() {
+            extra_hosts.insert(name.clone(), own_hosts);
+        }
+        mount_hosts_file(svc, &file, &mut warn);
+
+        if !unsafe_ok {
+            let drops = svc
+                .entry("cap_drop")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(drops) = drops {
+                for cap in DROPPED_NETWORK_CAPS {
+                    let present = drops.iter().filter_map(Value::as_str).any(|d| {
+                        let d = crate::compose::vetting::normalise_capability(d);
+                        d == *cap || d == "ALL"
+                    });
+                    if !present {
+                        drops.push((*cap).into());
+                    }
+                }
+            }
+        }
+        warnings.extend(notes.into_iter().map(|w| format!("service `{name}`: {w}")));
     }
-    let mut doc = Mapping::new();
-    doc.insert("services".into(), Value::Mapping(services));
-    let body = serde_yaml::to_string(&Value::Mapping(doc)).map_err(|e| e.to_string())?;
     Ok(Rewrite {
-        override_yaml: format!(
-            "# Generated by renet compose for network {network}: do not edit (it is rewritten on every run).\n{body}"
-        ),
+        model: out,
+        aliases,
+        extra_hosts,
         warnings,
     })
 }
 
-fn reset(v: Value) -> Value {
-    Value::Tagged(Box::new(TaggedValue {
-        tag: Tag::new("reset"),
-        value: v,
-    }))
+/// Mounts the hosts file read-only at `/etc/hosts`, replacing a user mount there.
+fn mount_hosts_file(svc: &mut Map<String, Value>, file: &Path, warn: &mut dyn FnMut(String)) {
+    let vols = svc
+        .entry("volumes")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(vols) = vols {
+        let before = vols.len();
+        vols.retain(|v| v.get("target").and_then(Value::as_str) != Some("/etc/hosts"));
+        if vols.len() != before {
+            warn("its mount at `/etc/hosts` replaced by the repository's hosts file".into());
+        }
+        vols.push(json!({
+            "type": "bind",
+            "source": file.display().to_string(),
+            "target": "/etc/hosts",
+            "read_only": true,
+        }));
+    }
 }
 
-/// Labels in list (`k=v`) or mapping form.
-fn label_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// `extra_hosts` in compose's normalised form (`{"name": ["ip", ...]}` or `["name=ip"]`).
+fn parse_extra_hosts(v: Option<&Value>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     match v {
-        Some(Value::Mapping(m)) => {
-            for (k, v) in m {
-                if let Some(k) = k.as_str() {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        _ => String::new(),
-                    };
-                    out.insert(k.to_string(), v);
+        Some(Value::Object(m)) => {
+            for (host, ips) in m {
+                match ips {
+                    Value::Array(list) => {
+                        for ip in list.iter().filter_map(Value::as_str) {
+                            out.push((host.clone(), ip.to_string()));
+                        }
+                    }
+                    Value::String(ip) => out.push((host.clone(), ip.clone())),
+                    _ => {}
                 }
             }
         }
-        Some(Value::Sequence(list)) => {
-            for item in list.iter().filter_map(Value::as_str) {
-                let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                out.insert(k.to_string(), v.to_string());
+        Some(Value::Array(list)) => {
+            for e in list.iter().filter_map(Value::as_str) {
+                if let Some((h, ip)) = e.split_once(['=', ':']) {
+                    out.push((h.to_string(), ip.to_string()));
+                }
             }
         }
         _ => {}
@@ -187,139 +291,104 @@ fn label_map(v: Option<&Value>) -> BTreeMap<String, String> {
     out
 }
 
-/// Parses compose `ports:` (short and long syntax, ranges, `/udp`, host IPs).
-pub fn parse_ports(v: &Value, interp: &dyn Fn(&str) -> String) -> Result<Vec<PortSpec>, String> {
-    let Value::Sequence(list) = v else {
+/// Labels as compose normalises them (a mapping); values as text.
+fn label_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(Value::Object(m)) = v {
+        for (k, v) in m {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            out.insert(k.clone(), v);
+        }
+    }
+    out
+}
+
+/// compose's normalised `ports:` (objects with `target`, `published`, `protocol`, `host_ip`;
+/// compose already expanded `A-B:C-D` ranges) → published ports. A published range for one
+/// target (`8000-8001:80`) means "one of these"; renet takes the first. Linear time; more than
+/// `MAX_PORTS_PER_SERVICE` entries is an error.
+pub fn parse_ports(v: &Value) -> Result<Vec<PortSpec>, String> {
+    let Value::Array(list) = v else {
         return Err("must be a list".into());
     };
-    let mut out = Vec::new();
+    if list.len() > MAX_PORTS_PER_SERVICE {
+        return Err(format!(
+            "{} ports published; at most {MAX_PORTS_PER_SERVICE} per service (each one becomes a proxy entrypoint): publish the ports you need",
+            list.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
     for item in list {
-        match item {
-            Value::String(s) => out.extend(parse_short_port(&interp(s))?),
-            Value::Number(n) => out.extend(parse_short_port(&n.to_string())?),
-            Value::Mapping(m) => {
-                let text = |k: &str| -> Option<String> {
-                    match m.get(k)? {
-                        Value::String(s) => Some(interp(s)),
-                        Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    }
-                };
-                let target = text("target").ok_or("a long-syntax port needs `target`")?;
-                let udp = text("protocol").is_some_and(|p| p.eq_ignore_ascii_case("udp"));
-                let published = text("published").filter(|p| !p.is_empty());
-                let targets = range(&target)?;
-                let published = match published {
-                    None => vec![None; targets.len()],
-                    Some(p) => expand_published(&range(&p)?, targets.len())?,
-                };
-                for (t, p) in targets.into_iter().zip(published) {
-                    out.push(PortSpec {
-                        udp,
-                        published: p,
-                        target: t,
-                    });
-                }
+        let Value::Object(m) = item else {
+            return Err(format!("invalid entry {item}"));
+        };
+        let target = number(m.get("target"))
+            .ok_or_else(|| format!("an entry without a valid `target`: {item}"))?;
+        let udp = match m.get("protocol").and_then(Value::as_str).unwrap_or("tcp") {
+            p if p.eq_ignore_ascii_case("tcp") => false,
+            p if p.eq_ignore_ascii_case("udp") => true,
+            other => {
+                return Err(format!(
+                    "protocol `{other}` of target {target} is not supported (tcp or udp)"
+                ));
             }
-            other => return Err(format!("invalid entry {other:?}")),
-        }
+        };
+        let published = match m.get("published") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => {
+                let first = s.split('-').next().unwrap_or(s);
+                Some(port(first).ok_or_else(|| format!("`{s}` is not a port (1-65535)"))?)
+            }
+            Some(Value::Number(n)) => {
+                Some(port(&n.to_string()).ok_or_else(|| format!("`{n}` is not a port (1-65535)"))?)
+            }
+            Some(other) => return Err(format!("invalid published port {other}")),
+        };
+        out.push(PortSpec {
+            udp,
+            published,
+            target,
+        });
     }
     Ok(out)
 }
 
-/// `[HOST_IP:][PUBLISHED[-RANGE]:]TARGET[-RANGE][/PROTOCOL]`; the host IP does not matter in
-/// host mode.
-fn parse_short_port(spec: &str) -> Result<Vec<PortSpec>, String> {
-    let (body, proto) = match spec.rsplit_once('/') {
-        Some((b, p)) => (b, p),
-        None => (spec, "tcp"),
-    };
-    let udp = match proto.to_ascii_lowercase().as_str() {
-        "tcp" => false,
-        "udp" => true,
-        other => {
-            return Err(format!(
-                "`{spec}`: protocol `{other}` is not supported (tcp or udp)"
-            ));
-        }
-    };
-    // Strip a bracketed IPv6 host IP, then split the rest.
-    let body = match body.strip_prefix('[') {
-        Some(rest) => rest
-            .split_once("]:")
-            .map(|(_, r)| r)
-            .ok_or(format!("`{spec}`: invalid host IP"))?,
-        None => body,
-    };
-    let parts: Vec<&str> = body.split(':').collect();
-    let (published, target) = match parts.as_slice() {
-        [t] => (None, *t),
-        [p, t] => (Some(*p), *t),
-        [_ip, p, t] => (Some(*p), *t),
-        _ => return Err(format!("`{spec}`: invalid port mapping")),
-    };
-    let targets = range(target).map_err(|e| format!("`{spec}`: {e}"))?;
-    let published = match published.filter(|p| !p.is_empty()) {
-        None => vec![None; targets.len()],
-        Some(p) => expand_published(
-            &range(p).map_err(|e| format!("`{spec}`: {e}"))?,
-            targets.len(),
-        )
-        .map_err(|e| format!("`{spec}`: {e}"))?,
-    };
-    Ok(targets
-        .into_iter()
-        .zip(published)
-        .map(|(target, published)| PortSpec {
-            udp,
-            published,
-            target,
-        })
-        .collect())
-}
-
-fn expand_published(published: &[u16], n: usize) -> Result<Vec<Option<u16>>, String> {
-    if published.len() == n {
-        Ok(published.iter().map(|p| Some(*p)).collect())
-    } else {
-        Err("published and target port ranges differ in length".into())
+fn number(v: Option<&Value>) -> Option<u16> {
+    match v? {
+        Value::Number(n) => port(&n.to_string()),
+        Value::String(s) => port(s),
+        _ => None,
     }
 }
 
-fn range(s: &str) -> Result<Vec<u16>, String> {
-    let port = |x: &str| -> Result<u16, String> {
-        x.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("`{x}` is not a port (1-65535)"))
-    };
-    match s.split_once('-') {
-        None => Ok(vec![port(s)?]),
-        Some((a, b)) => {
-            let (a, b) = (port(a)?, port(b)?);
-            if a > b {
-                return Err(format!("`{s}` is an empty range"));
-            }
-            Ok((a..=b).collect())
-        }
-    }
+fn port(s: &str) -> Option<u16> {
+    s.trim().parse::<u16>().ok().filter(|p| *p > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::model::ComposeFile;
-    use std::path::Path;
+    use std::path::PathBuf;
 
-    fn project(text: &str) -> Project {
-        let f = ComposeFile::parse(Path::new("/r/compose.yml"), text.to_string()).unwrap();
-        Project::from_files(vec![f]).unwrap()
+    struct Files;
+    impl HostsFiles for Files {
+        fn hosts_file(&self, service: &str, own: bool) -> PathBuf {
+            if own {
+                PathBuf::from(format!("/run/renet/hosts-{service}"))
+            } else {
+                PathBuf::from("/run/renet/hosts")
+            }
+        }
     }
 
     fn ports(list: &str) -> Vec<String> {
-        let v: Value = serde_yaml::from_str(list).unwrap();
-        parse_ports(&v, &|s| s.replace("${P}", "8443"))
+        let v: Value = serde_json::from_str(list).unwrap();
+        parse_ports(&v)
             .unwrap()
             .iter()
             .map(|p| format!("{}{}", if p.udp { "u" } else { "t" }, p.label_value()))
@@ -327,71 +396,83 @@ mod tests {
     }
 
     #[test]
-    fn port_syntaxes() {
+    fn port_forms_of_the_normalised_model() {
         assert_eq!(
             ports(
-                r#"["8080:80", "80", "53:53/udp", "127.0.0.1:9000:9001", "[::1]:5000:5001/tcp"]"#
+                r#"[{"target":80,"published":"8000-8001","protocol":"tcp"},
+                    {"target":80,"published":"8080","host_ip":"::1","protocol":"tcp"},
+                    {"target":53,"published":"53","protocol":"udp"},
+                    {"target":25},{"target":443,"published":8443}]"#
             ),
-            ["t8080:80", "t0:80", "u53:53", "t9000:9001", "t5000:5001"]
+            ["t8000:80", "t8080:80", "u53:53", "t0:25", "t8443:443"]
         );
-        assert_eq!(
-            ports(r#"["7000-7001:8000-8001", "${P}:443", 25]"#),
-            ["t7000:8000", "t7001:8001", "t8443:443", "t0:25"]
-        );
-        assert_eq!(
-            ports("[{target: 80, published: '8080'}, {target: 53, protocol: udp}]"),
-            ["t8080:80", "u0:53"]
-        );
-        let v: Value = serde_yaml::from_str(r#"["x:80"]"#).unwrap();
-        assert!(parse_ports(&v, &|s| s.to_string()).is_err());
-        let v: Value = serde_yaml::from_str(r#"["80/sctp"]"#).unwrap();
-        assert!(
-            parse_ports(&v, &|s| s.to_string())
-                .unwrap_err()
-                .contains("sctp")
-        );
+        for bad in [
+            r#"[{"target":80,"protocol":"sctp"}]"#,
+            r#"[{"target":0}]"#,
+            r#"[{"target":80,"published":"x"}]"#,
+            r#"["80"]"#,
+        ] {
+            let v: Value = serde_json::from_str(bad).unwrap();
+            assert!(parse_ports(&v).is_err(), "{bad}");
+        }
+        let many = Value::Array((1..=1001).map(|t| json!({"target": t})).collect());
+        assert!(parse_ports(&many).unwrap_err().contains("at most 1000"));
     }
 
     #[test]
-    fn override_content_and_warnings() {
-        let p = project(
-            "services:\n  web:\n    image: x\n    network_mode: bridge\n    networks: [front]\n    ports: ['8080:80', '53:53/udp']\n    labels: [rediacc.service_ip=1.2.3.4, rediacc.tcp_ports=25]\n  db:\n    image: y\n",
-        );
+    fn final_model_and_warnings() {
+        let model: Value = serde_json::from_str(
+            r#"{"name":"p","services":{
+                "web":{"image":"x","network_mode":"bridge","container_name":"webby",
+                       "networks":{"front":{"aliases":["www"]}},"links":["db:database"],
+                       "mac_address":"02:42:ac:11:00:02",
+                       "ports":[{"target":80,"published":"8080","protocol":"tcp"},{"target":53,"published":"53","protocol":"udp"}],
+                       "labels":{"rediacc.service_ip":"1.2.3.4","rediacc.tcp_ports":"25"}},
+                "db":{"image":"y","extra_hosts":{"ext":["127.0.0.9"]},"cap_drop":["ALL"],
+                      "volumes":[{"type":"bind","source":"/r/h","target":"/etc/hosts"}]}}}"#,
+        )
+        .unwrap();
         let mut slots = SlotTable::new();
         slots.insert("web".into(), 0);
         slots.insert("db".into(), 1);
-        slots.insert("elsewhere".into(), 2);
-        let r = rewrite(&p, NetworkId::new(2816).unwrap(), &slots, &|s| {
-            s.to_string()
-        })
-        .unwrap();
-        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
-        assert!(r.warnings[0].contains("network_mode: bridge"));
-        assert!(r.warnings[1].contains("rediacc.service_ip=1.2.3.4"));
-        let doc: Value = serde_yaml::from_str(&r.override_yaml).unwrap();
-        let web = &doc["services"]["web"];
+        let r = rewrite(&model, NetworkId::new(2816).unwrap(), &slots, false, &Files).unwrap();
+        let w = r.warnings.join("\n");
+        for expected in [
+            "network_mode: bridge",
+            "rediacc.service_ip=1.2.3.4",
+            "`links` removed",
+            "`mac_address` removed",
+            "`/etc/hosts` replaced",
+        ] {
+            assert!(w.contains(expected), "{expected}: {w}");
+        }
+        let web = &r.model["services"]["web"];
         assert_eq!(web["network_mode"], "host");
+        assert!(web.get("networks").is_none() && web.get("ports").is_none());
+        assert!(web.get("links").is_none() && web.get("mac_address").is_none());
         assert_eq!(web["labels"]["rediacc.service_ip"], "127.0.11.2");
-        assert_eq!(web["labels"]["rediacc.network_id"], "2816");
         assert_eq!(web["labels"]["rediacc.tcp_ports"], "25,8080:80");
         assert_eq!(web["labels"]["rediacc.udp_ports"], "53:53");
         assert_eq!(web["environment"]["SERVICE_IP"], "127.0.11.2");
+        assert_eq!(web["cap_drop"], json!(["NET_RAW"]));
+        assert_eq!(web["volumes"][0]["source"], "/run/renet/hosts");
+        assert_eq!(web["volumes"][0]["read_only"], true);
+        let db = &r.model["services"]["db"];
+        assert_eq!(db["cap_drop"], json!(["ALL"]));
         assert_eq!(
-            doc["services"]["db"]["environment"]["SERVICE_IP"],
-            "127.0.11.3"
+            db["volumes"],
+            json!([{"type":"bind","source":"/run/renet/hosts-db","target":"/etc/hosts","read_only":true}])
         );
-        assert!(
-            r.override_yaml.contains("ports: !reset []"),
-            "{}",
-            r.override_yaml
+        assert!(db.get("extra_hosts").is_none());
+        assert_eq!(
+            r.extra_hosts["db"],
+            [("ext".to_string(), "127.0.0.9".to_string())]
         );
-        assert!(
-            r.override_yaml.contains("networks: !reset"),
-            "{}",
-            r.override_yaml
-        );
-        let hosts = doc["services"]["db"]["extra_hosts"].as_sequence().unwrap();
-        assert!(hosts.contains(&Value::from("elsewhere=127.0.11.4")));
-        assert!(doc["services"]["db"].get("ports").is_none());
+        let names: Vec<&String> = r.aliases["web"].iter().collect();
+        assert_eq!(names, ["webby", "www"]);
+        assert!(r.aliases["db"].contains("database"));
+        // --unsafe keeps NET_RAW.
+        let r = rewrite(&model, NetworkId::new(2816).unwrap(), &slots, true, &Files).unwrap();
+        assert!(r.model["services"]["web"].get("cap_drop").is_none());
     }
 }

@@ -47,7 +47,24 @@ pub fn allocate(repo_root: &Path, services: &[String]) -> Result<Allocation> {
     let _lock = lock_repo(repo_root)?;
     let path = file_path(repo_root);
     let mut doc = load(&path)?;
-    let (mut slots, missing_slot) = parse(&path, &doc)?;
+    let allocation = assign(&path, &mut doc, services)?;
+    if !allocation.added.is_empty() {
+        write_atomically(&path, &doc)?;
+    }
+    Ok(allocation)
+}
+
+/// What `allocate` would do now, without writing (and without the lock): `renet compose`
+/// learns the IPs of new services before vetting, and writes only once vetting passed.
+pub fn plan(repo_root: &Path, services: &[String]) -> Result<Allocation> {
+    let path = file_path(repo_root);
+    let mut doc = load(&path)?;
+    assign(&path, &mut doc, services)
+}
+
+/// Gives the services of `services` without a slot the lowest free slots, in `doc`.
+fn assign(path: &Path, doc: &mut Value, services: &[String]) -> Result<Allocation> {
+    let (mut slots, missing_slot) = parse(path, doc)?;
 
     let mut wanted: Vec<&str> = Vec::new();
     for name in missing_slot
@@ -104,7 +121,6 @@ pub fn allocate(repo_root: &Path, services: &[String]) -> Result<Allocation> {
         slots.insert(name.to_string(), slot);
         added.push((name.to_string(), slot));
     }
-    write_atomically(&path, &doc)?;
     Ok(Allocation { slots, added })
 }
 

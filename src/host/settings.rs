@@ -72,6 +72,8 @@ pub struct Settings {
     pub proxy: crate::host::proxy_config::ProxySettings,
     /// What repositories' containers may reach besides their own block (docs/operations.md).
     pub isolation: crate::host::isolation::IsolationSettings,
+    /// What `renet compose` lets repositories use beyond its allow-list (spec §5).
+    pub compose: crate::compose::vetting::ComposeSettings,
 }
 
 impl Default for Settings {
@@ -100,6 +102,7 @@ impl Default for Settings {
             dynamic_file: None,
             proxy: Default::default(),
             isolation: Default::default(),
+            compose: Default::default(),
         }
     }
 }
