@@ -386,7 +386,10 @@ fn a_router_without_entrypoints_is_served_only_on_the_default_entrypoints() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("renet.json")).unwrap())
             .unwrap();
     let https = settings["https_port"].as_u64().unwrap() as u16;
-    let _rs = RouteServer::start_on(&sandbox, rs_port, &[]);
+    // `renet proxy config` set up the push: the route server writes the routes file that
+    // Traefik's file provider watches.
+    let dynamic = settings["dynamic_file"].as_str().unwrap().to_string();
+    let _rs = RouteServer::start_on(&sandbox, rs_port, &["--dynamic-file", &dynamic]);
     let t = Traefik::start(dir.path(), api, &yaml);
 
     // Served on websecure…

@@ -345,11 +345,23 @@ fn traefik_starts_with_exactly_the_ipv4_entrypoints() {
     check_secrets(&setup);
 
     let yml = std::fs::read_to_string(setup.yml()).unwrap();
-    assert!(yml.contains(&format!(
-        "endpoint: http://127.0.0.1:{}/routes.yaml",
-        ports.route_server
-    )));
-    assert!(yml.contains("pollInterval: 5s"));
+    // The routes are pushed through the file provider by default (no HTTP polling), and the
+    // HTTPS entrypoint retries requests that find a redeployed backend's port closed.
+    let dynamic = setup.yml().parent().unwrap().join("dynamic");
+    assert!(
+        yml.contains(&format!("directory: {}", dynamic.display())),
+        "{yml}"
+    );
+    assert!(!yml.contains("/routes.yaml"), "{yml}");
+    assert!(yml.contains("renet-retry@file"), "{yml}");
+    let defaults = std::fs::read_to_string(dynamic.join("renet-defaults.yaml")).unwrap();
+    assert!(defaults.contains("retry:"), "{defaults}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(setup.settings()).unwrap()).unwrap();
+    assert_eq!(
+        saved["dynamic_file"].as_str().unwrap(),
+        dynamic.join("routes.yaml").display().to_string()
+    );
     assert!(yml.contains("provider: cloudflare"));
     assert!(yml.contains("email: admin@example.com"));
 

@@ -21,6 +21,24 @@ use crate::host::settings::Settings;
 
 /// File names inside the output folder.
 pub const STATIC_CONFIG_FILE: &str = "traefik.yml";
+/// The folder of Traefik's file provider, below the output folder.
+pub const DYNAMIC_DIR: &str = "dynamic";
+/// The routes file the route server writes there with the `file` provider.
+pub const ROUTES_FILE: &str = "routes.yaml";
+/// renet's own dynamic configuration there (the entrypoints' retry middleware).
+pub const DEFAULTS_FILE: &str = "renet-defaults.yaml";
+/// The retry middleware every HTTP entrypoint uses, so a request that finds a recreated
+/// container's port closed is retried until the new one answers (docs/performance.md,
+/// "Redeploys"). Traefik retries only on network errors, and only idempotent methods unless
+/// told otherwise.
+pub const RETRY_MIDDLEWARE: &str = "renet-retry@file";
+/// Retry attempts and the first backoff interval: with exponential backoff, 10 attempts
+/// cover about 10 s, longer than a typical recreate.
+const RETRY_ATTEMPTS: u32 = 10;
+const RETRY_INITIAL_INTERVAL: &str = "100ms";
+/// Traefik applies a provider's next configuration at most this often (the first change
+/// after a quiet spell is applied at once).
+const PROVIDERS_THROTTLE: &str = "500ms";
 pub const ENV_FILE: &str = "traefik.env";
 pub const ACME_FILE: &str = "acme.json";
 pub const ROUTE_SERVER_UNIT: &str = "renet-route-server.service";
@@ -63,6 +81,11 @@ pub struct ProxySettings {
     /// Loopback address of Traefik's Prometheus metrics entrypoint; None → no metrics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traefik_metrics_address: Option<String>,
+    /// How Traefik gets the routes: `file` (the route server writes them into the dynamic
+    /// folder, Traefik's file provider sees each change at once) or `http` (Traefik polls
+    /// `/routes.yaml` every 5 s); None → `file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_provider: Option<String>,
 }
 
 impl ProxySettings {
@@ -203,6 +226,11 @@ pub struct ConfigArgs {
     /// The traefik binary the Traefik unit runs; remembered [default: /usr/local/bin/traefik].
     #[arg(long)]
     pub traefik_bin: Option<PathBuf>,
+    /// How Traefik gets the routes: `file` (pushed: the route server writes
+    /// `<out dir>/dynamic/routes.yaml`, Traefik's file provider applies each change at once) or
+    /// `http` (Traefik polls `/routes.yaml` every 5 s); remembered [default: file].
+    #[arg(long, value_name = "file|http", value_parser = ["file", "http"])]
+    pub dynamic_provider: Option<String>,
 }
 
 pub fn run(cmd: ProxyCommand) -> Result<u8> {
@@ -229,6 +257,11 @@ pub struct OutputPaths {
 }
 
 impl OutputPaths {
+    /// The folder Traefik's file provider watches: renet's defaults (the retry middleware)
+    /// and, with the `file` provider, the routes the route server writes.
+    pub fn dynamic_dir(&self) -> PathBuf {
+        self.out_dir.join(DYNAMIC_DIR)
+    }
     pub fn static_config(&self) -> PathBuf {
         self.out_dir.join(STATIC_CONFIG_FILE)
     }
@@ -244,6 +277,8 @@ impl OutputPaths {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     pub static_config: String,
+    /// `dynamic/renet-defaults.yaml`: the middlewares the entrypoints use.
+    pub defaults_dynamic: String,
     pub route_server_unit: String,
     pub traefik_unit: String,
     pub daemon_unit: String,
@@ -273,6 +308,10 @@ pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
         data_dir: absolute(&settings.proxy.data_dir())?,
     };
     settings.traefik_dir = paths.out_dir.clone();
+    settings.dynamic_file = match settings.proxy.dynamic_provider.as_deref() {
+        Some("http") => None,
+        _ => Some(paths.dynamic_dir().join(ROUTES_FILE)),
+    };
     let rendered = render(&settings, &paths);
 
     let mut report = Vec::new();
@@ -325,6 +364,15 @@ pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
         }
     }
 
+    let dynamic_dir = paths.dynamic_dir();
+    std::fs::create_dir_all(&dynamic_dir)
+        .with_context(|| format!("{}: cannot create", dynamic_dir.display()))?;
+    share_with_route_server(&dynamic_dir)?;
+    write_file(
+        &dynamic_dir.join(DEFAULTS_FILE),
+        rendered.defaults_dynamic.as_bytes(),
+        Some(0o644),
+    )?;
     let yml = paths.static_config();
     write_file(&yml, rendered.static_config.as_bytes(), None)?;
     report.push(format!(
@@ -345,6 +393,20 @@ pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
          each repository: systemctl enable --now renet-daemon@<network ID>.service"
     ));
     Ok(report)
+}
+
+/// The route server runs as a dynamic user in the `docker` group and replaces the routes file
+/// in the dynamic folder (a temp file, then a rename), so the folder is `root:docker 0775`
+/// where that group exists (on a machine without it, root-only is all there is).
+fn share_with_route_server(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("docker") {
+        nix::unistd::chown(dir, None, Some(group.gid))
+            .with_context(|| format!("{}: cannot give it to group docker", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o775))
+            .with_context(|| format!("{}: cannot chmod 0775", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Applies the flags that were given to the settings.
@@ -423,6 +485,9 @@ pub fn merge(s: &mut Settings, a: &ConfigArgs) -> Result<()> {
     }
     if let Some(v) = &a.traefik_metrics {
         p.traefik_metrics_address = opt(v);
+    }
+    if let Some(v) = &a.dynamic_provider {
+        p.dynamic_provider = Some(v.clone());
     }
     Ok(())
 }
@@ -759,6 +824,9 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
         if ep.tls {
             http.insert("tls".into(), json!({}));
         }
+        if ep.default && ep.redirect_to.is_none() {
+            http.insert("middlewares".into(), json!([RETRY_MIDDLEWARE]));
+        }
         if ep.http {
             // Headers whose names alias another (X_Auth_User for X-Auth-User) are dropped:
             // backends that map header names to variables (CGI, PHP, WSGI) would read them as
@@ -820,14 +888,26 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
         );
     }
     doc.insert("entryPoints".into(), Value::Object(eps));
-    doc.insert(
-        "providers".into(),
-        json!({ "http": {
-            "endpoint": format!("http://{}/routes.yaml", s.listen),
-            "pollInterval": "5s",
-            "pollTimeout": "5s"
-        } }),
+    let mut providers = serde_json::Map::new();
+    providers.insert(
+        "file".into(),
+        json!({ "directory": paths.dynamic_dir().display().to_string(), "watch": true }),
     );
+    if s.dynamic_file.is_none() {
+        providers.insert(
+            "http".into(),
+            json!({
+                "endpoint": format!("http://{}/routes.yaml", s.listen),
+                "pollInterval": "5s",
+                "pollTimeout": "5s"
+            }),
+        );
+    }
+    doc.insert(
+        "providersThrottleDuration".into(),
+        Value::from(PROVIDERS_THROTTLE),
+    );
+    doc.insert("providers".into(), Value::Object(providers));
     doc.insert(
         "certificatesResolvers".into(),
         json!({ RESOLVER: { "acme": Value::Object(acme) } }),
@@ -850,8 +930,13 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
     static_config
         .push_str(&serde_yaml::to_string(&Value::Object(doc)).expect("JSON values serialize"));
 
+    let defaults_dynamic = format!(
+        "# renet's own dynamic configuration, written by `renet proxy config`.\n\
+         http:\n  middlewares:\n    renet-retry:\n      retry:\n        attempts: {RETRY_ATTEMPTS}\n        initialInterval: \"{RETRY_INITIAL_INTERVAL}\"\n"
+    );
     Rendered {
         static_config,
+        defaults_dynamic,
         route_server_unit: route_server_unit(s, paths),
         traefik_unit: traefik_unit(s, paths),
         daemon_unit: daemon_unit(s, paths),
@@ -918,6 +1003,7 @@ fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
          DynamicUser=yes\n\
          SupplementaryGroups=docker\n\
          {state_line}\
+         {dynamic_line}\
          ReadOnlyPaths=-{data}\n\
          CapabilityBoundingSet=\n\
          AmbientCapabilities=\n\
@@ -931,6 +1017,12 @@ fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
          WantedBy=multi-user.target\n",
         bin = paths.renet_bin.display(),
         data = paths.data_dir.display(),
+        dynamic_line = s
+            .dynamic_file
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(|d| format!("ReadWritePaths={}\n", d.display()))
+            .unwrap_or_default(),
     )
 }
 
