@@ -127,6 +127,7 @@ fn main() {
     claims.hosts = snap.hosts.clone();
     let rss_first = rss_mib();
     let mut one = Vec::new();
+    let mut stages = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for i in 0..1000u32 {
         // One container changes (a redeploy with another port), in turn across repositories.
         let idx = (i as usize * 37) % all.len();
@@ -140,10 +141,23 @@ fn main() {
         let t = Instant::now();
         let snap = builder.build(&all, &settings, &claims);
         one.push(t.elapsed());
+        let st = builder.timings();
+        for (v, d) in stages
+            .iter_mut()
+            .zip([st.fragments, st.merge, st.claims, st.render])
+        {
+            v.push(d);
+        }
         claims.ports = snap.ports;
         claims.hosts = snap.hosts;
     }
     stats("rebuild after one container changed", one);
+    for (name, v) in ["fragments", "merge", "claims", "render"]
+        .iter()
+        .zip(stages)
+    {
+        stats(&format!("  of which {name}"), v);
+    }
     println!(
         "RSS after the first snapshot {:.0} MiB, after 1000 changes {:.0} MiB",
         rss_first,

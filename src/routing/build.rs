@@ -205,6 +205,16 @@ pub struct RouteBuilder {
     fragments: std::collections::HashMap<FragmentKey, CachedFragment>,
     scopes: claims::ScopeCache,
     render: render::RenderCache,
+    timings: StageTimes,
+}
+
+/// How long each stage of the last build took (benchmarks and debug logs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub fragments: std::time::Duration,
+    pub merge: std::time::Duration,
+    pub claims: std::time::Duration,
+    pub render: std::time::Duration,
 }
 
 /// Containers are told apart by daemon, ID and name: IDs are unique per daemon only.
@@ -240,10 +250,15 @@ impl RouteBuilder {
         let mut rejected = Vec::new();
         let mut refused = Vec::new();
         let mut conflicts = Vec::new();
+        let t = std::time::Instant::now();
         self.refresh_fragments(containers, settings);
         let mut fragments =
             collect_fragments(&self.fragments, containers, &mut rejected, &mut conflicts);
+        self.timings.fragments = t.elapsed();
+        let t = std::time::Instant::now();
         let mut published = merge::merge(&mut fragments, &mut conflicts);
+        self.timings.merge = t.elapsed();
+        let t = std::time::Instant::now();
         let mut removed = Vec::new();
         let hosts = claims::judge_hosts(
             &mut published,
@@ -263,8 +278,11 @@ impl RouteBuilder {
             &mut removed,
         );
         claims::drop_orphans(&mut published, &removed);
+        self.timings.claims = t.elapsed();
+        let t = std::time::Instant::now();
         let (routes_yaml, routes_json, router_count, service_count) =
             render_published(&published, &mut self.render);
+        self.timings.render = t.elapsed();
         let auto_routes_note = auto_routes_note(settings);
         Snapshot {
             routes_yaml,
@@ -279,6 +297,11 @@ impl RouteBuilder {
             ports,
             hosts,
         }
+    }
+
+    /// How long each stage of the last build took.
+    pub fn timings(&self) -> StageTimes {
+        self.timings
     }
 
     /// Stage 1 for the containers that are new or changed; forgets the ones that are gone.
