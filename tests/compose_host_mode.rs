@@ -226,7 +226,7 @@ fn fixture_comes_up_in_host_mode_and_every_name_resolves() {
     assert_eq!(labels["rediacc.udp_ports"], "5353:53");
 
     // NET_RAW is dropped: no raw sockets in the host's network namespace.
-    let (ok_ping, text) = d.exec(&client, "ping -c 1 -W 1 127.0.0.1");
+    let (ok_ping, text) = d.exec(&client, "ping -c 1 -W 1 \"$SERVICE_IP\"");
     assert!(
         !ok_ping && text.contains("permission denied"),
         "ping: {text}"
@@ -258,7 +258,9 @@ fn fixture_comes_up_in_host_mode_and_every_name_resolves() {
         &["--unsafe"],
         &["-p", project, "up", "-d", "--force-recreate", "client"],
     ));
-    let (ok_ping, text) = d.exec(&client, "ping -c 1 -W 1 127.0.0.1");
+    // (Its own service IP: the isolation firewall refuses loopback addresses outside the
+    // repository's block, ICMP included.)
+    let (ok_ping, text) = d.exec(&client, "ping -c 1 -W 1 \"$SERVICE_IP\"");
     assert!(ok_ping, "ping with --unsafe: {text}");
 
     ok(&mut compose(

@@ -393,6 +393,7 @@ async fn builder_loop(
     let mut generation = 0u64;
     let mut claims = claims_of(&state.current().snapshot);
     let mut last_live = last_containers.clone();
+    let mut route_builder: Option<routes::RouteBuilder> = None;
     loop {
         let wake = lingering
             .next_expiry()
@@ -433,22 +434,29 @@ async fn builder_loop(
         // Building and rendering (YAML, sorted JSON) both run on the blocking pool: at
         // thousands of containers they take tens of milliseconds, which must not stall the
         // async workers that answer HTTP requests.
+        // The builder moves to the blocking pool and back: it keeps what it built, so a
+        // change costs only what it touched (`RouteBuilder`).
+        let mut builder_now = route_builder.take().unwrap_or_default();
         let built = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let snapshot = routes::build_with(&containers, &s, &start_claims);
+            let snapshot = builder_now.build(&containers, &s, &start_claims);
             let build_time = t.elapsed();
             (
                 Published::new(snapshot, next_generation),
                 build_time,
                 containers,
+                builder_now,
             )
         })
         .await;
         let (published, build_time, containers) = match built {
-            Ok(b) => b,
+            Ok((published, build_time, containers, b)) => {
+                route_builder = Some(b);
+                (published, build_time, containers)
+            }
             Err(e) => {
                 // A bug in route building must not stop the server; keep serving the last one
-                // until the container set changes again.
+                // until the container set changes again (with a fresh builder).
                 tracing::error!("route building panicked: {e}; keeping the previous snapshot");
                 last_containers = last_live.clone();
                 continue;
