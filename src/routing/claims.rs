@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::addresses::NetworkId;
 use crate::routing::build::{FORWARD_SUFFIX, RouteSettings};
 use crate::routing::fragment::{Fragment, normalize, server_service};
-use crate::routing::merge::{Obj, Origin, Owner, Proto, Published, add_object};
+use crate::routing::merge::{Obj, Origin, Owner, Proto, Published, Shared, add_object};
 use crate::routing::ownership::{self, HostClaim, HostRules, HostTable};
 use crate::routing::port_allocation::{self, ENTRYPOINT_CLAIM, PortLimits, PortTable, RequestKey};
 use crate::routing::rule::{self, HostScope, Protocol};
@@ -141,7 +141,7 @@ pub fn judge_hosts(
     previous: &HostTable,
     cache: &mut ScopeCache,
     refused: &mut Vec<serde_json::Value>,
-    removed: &mut Vec<(Proto, String, Value)>,
+    removed: &mut Vec<(Proto, String, Shared)>,
 ) -> HostTable {
     let mut table = previous.clone();
     let rules = HostRules {
@@ -209,7 +209,7 @@ pub fn judge_ports(
     previous: &PortTable,
     refused: &mut Vec<serde_json::Value>,
     conflicts: &mut Vec<serde_json::Value>,
-    removed: &mut Vec<(Proto, String, Value)>,
+    removed: &mut Vec<(Proto, String, Shared)>,
 ) -> PortTable {
     let limits = PortLimits {
         tcp_entrypoint_ports: settings.tcp_entrypoint_ports.clone(),
@@ -364,7 +364,7 @@ fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, por
             published,
             &mut to_delete,
             (proto, obj, name.clone()),
-            value,
+            Shared::new(value),
             &owner,
         );
     }
@@ -376,7 +376,7 @@ fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, por
 /// Removes the services and middlewares that only refused routers used, so a refused router
 /// leaves nothing of its own behind. Objects some surviving router (or middleware chain) still
 /// uses stay; objects no refused router used are left alone (Traefik keeps unused services).
-pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String, Value)]) {
+pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String, Shared)]) {
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
         let mut candidates: BTreeSet<(Obj, String)> = BTreeSet::new();
         for (p, _, r) in refused_routers {

@@ -12,7 +12,7 @@ use crate::routing::build::{
     LABEL_SERVICE_IP, LABEL_SERVICE_NAME, LABEL_SERVICE_PORT, LABEL_TCP_PORTS, LABEL_UDP_PORTS,
     RouteSettings,
 };
-use crate::routing::merge::Proto;
+use crate::routing::merge::{Proto, SharedSection};
 use crate::routing::port_allocation::{self, PortSpec};
 use crate::routing::tenant_policy;
 use crate::routing::traefik_labels::{self, Section, Value};
@@ -27,9 +27,9 @@ pub struct Fragment {
     pub tier: u8,
     /// The container's creation time (Unix seconds): the age of its claims.
     pub created: i64,
-    pub http: Section,
-    pub tcp: Section,
-    pub udp: Section,
+    pub http: SharedSection,
+    pub tcp: SharedSection,
+    pub udp: SharedSection,
     /// `rediacc.tcp_ports` / `rediacc.udp_ports` entries: (protocol, spec).
     pub ports: Vec<(&'static str, PortSpec)>,
     /// The `rediacc.service_name` (the key of port allocations).
@@ -180,27 +180,14 @@ pub fn fragment(
         }
     }
 
-    let mut frag = Fragment {
-        network_id: n,
-        container: c.name.clone(),
-        merge_key: format!("{}-{}", default_name(c), c.id),
-        created: c.created,
-        tier: if enable { 2 } else { 1 },
-        http: Section::default(),
-        tcp: Section::default(),
-        udp: Section::default(),
-        ports,
-        service: service.clone(),
-        service_ip: ip,
-    };
-
+    let (mut http, mut tcp, mut udp) = (Section::default(), Section::default(), Section::default());
     if enable {
         let cfg = traefik_labels::decode(&c.labels).map_err(|e| e.to_string())?;
-        let (http, tcp, udp) = traefik_defaults(c, cfg, ip, notes)?;
-        frag.http = namespace_section(http, n)?;
-        frag.tcp = namespace_section(tcp, n)?;
-        frag.udp = namespace_section(udp, n)?;
-        tenant_policy::check(n, &frag.http, &frag.tcp, &frag.udp, &settings.tenant)?;
+        let (h, t, u) = traefik_defaults(c, cfg, ip, notes)?;
+        http = namespace_section(h, n)?;
+        tcp = namespace_section(t, n)?;
+        udp = namespace_section(u, n)?;
+        tenant_policy::check(n, &http, &tcp, &udp, &settings.tenant)?;
     } else if let Some(port) = label(c, LABEL_SERVICE_PORT) {
         let port = parse_port(port)
             .ok_or_else(|| format!("label {LABEL_SERVICE_PORT}={port} is not a port (1-65535)"))?;
@@ -223,16 +210,26 @@ pub fn fragment(
             );
             router.set("service", Value::Str(name.clone()));
             router.set("tls", tls);
-            frag.http.routers.insert(name.clone(), router);
-            frag.http
-                .services
+            http.routers.insert(name.clone(), router);
+            http.services
                 .insert(name, server_service("url", format!("http://{ip}:{port}")));
         }
     }
 
-    let empty =
-        frag.http.is_empty() && frag.tcp.is_empty() && frag.udp.is_empty() && frag.ports.is_empty();
-    Ok((!empty).then_some(frag))
+    let empty = http.is_empty() && tcp.is_empty() && udp.is_empty() && ports.is_empty();
+    Ok((!empty).then(|| Fragment {
+        network_id: n,
+        container: c.name.clone(),
+        merge_key: format!("{}-{}", default_name(c), c.id),
+        created: c.created,
+        tier: if enable { 2 } else { 1 },
+        http: SharedSection::from(http),
+        tcp: SharedSection::from(tcp),
+        udp: SharedSection::from(udp),
+        ports,
+        service: service.clone(),
+        service_ip: ip,
+    }))
 }
 
 /// A host-name-safe form of a service name for automatic routes: lower case, every character

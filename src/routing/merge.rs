@@ -10,6 +10,39 @@ use crate::addresses::NetworkId;
 use crate::routing::fragment::Fragment;
 use crate::routing::traefik_labels::{Section, Value};
 
+/// An object shared between the builder's caches and the published configuration: a rebuild
+/// copies a pointer, not the object (an object is copied only when a merge changes it).
+pub type Shared = std::sync::Arc<Value>;
+
+/// Routers, services and middlewares of one protocol, shared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SharedSection {
+    pub routers: BTreeMap<String, Shared>,
+    pub services: BTreeMap<String, Shared>,
+    pub middlewares: BTreeMap<String, Shared>,
+}
+
+impl SharedSection {
+    pub fn is_empty(&self) -> bool {
+        self.routers.is_empty() && self.services.is_empty() && self.middlewares.is_empty()
+    }
+}
+
+impl From<Section> for SharedSection {
+    fn from(s: Section) -> Self {
+        let share = |m: BTreeMap<String, Value>| {
+            m.into_iter()
+                .map(|(k, v)| (k, Shared::new(v)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        SharedSection {
+            routers: share(s.routers),
+            services: share(s.services),
+            middlewares: share(s.middlewares),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Proto {
     Http,
@@ -44,7 +77,7 @@ impl Obj {
     }
 }
 
-pub fn section_map(s: &mut Section, obj: Obj) -> &mut BTreeMap<String, Value> {
+pub fn section_map(s: &mut SharedSection, obj: Obj) -> &mut BTreeMap<String, Shared> {
     match obj {
         Obj::Router => &mut s.routers,
         Obj::Service => &mut s.services,
@@ -65,14 +98,14 @@ pub struct Origin {
 /// The published configuration while it is being assembled.
 #[derive(Debug, Default)]
 pub struct Published {
-    pub http: Section,
-    pub tcp: Section,
-    pub udp: Section,
+    pub http: SharedSection,
+    pub tcp: SharedSection,
+    pub udp: SharedSection,
     pub origins: BTreeMap<(Proto, Obj, String), Origin>,
 }
 
 impl Published {
-    pub fn section(&mut self, p: Proto) -> &mut Section {
+    pub fn section(&mut self, p: Proto) -> &mut SharedSection {
         match p {
             Proto::Http => &mut self.http,
             Proto::Tcp => &mut self.tcp,
@@ -80,7 +113,7 @@ impl Published {
         }
     }
 
-    pub fn section_ref(&self, p: Proto) -> &Section {
+    pub fn section_ref(&self, p: Proto) -> &SharedSection {
         match p {
             Proto::Http => &self.http,
             Proto::Tcp => &self.tcp,
@@ -148,7 +181,7 @@ pub fn add_object(
     published: &mut Published,
     to_delete: &mut BTreeSet<(Proto, Obj, String)>,
     key: (Proto, Obj, String),
-    value: Value,
+    value: Shared,
     owner: &Owner,
 ) {
     let (proto, obj, name) = key.clone();
@@ -167,8 +200,10 @@ pub fn add_object(
         }
         Some(existing) => {
             let merged = match obj {
-                Obj::Service => merge_service(existing, &value, proto),
-                _ => *existing == value,
+                Obj::Service if !Shared::ptr_eq(existing, &value) => {
+                    merge_service(Shared::make_mut(existing), &value, proto)
+                }
+                _ => Shared::ptr_eq(existing, &value) || **existing == *value,
             };
             if !merged {
                 to_delete.insert(key);

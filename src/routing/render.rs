@@ -14,6 +14,7 @@
 
 use std::fmt::Write;
 
+use crate::routing::merge::Shared;
 use crate::routing::traefik_labels::Value;
 
 /// Renders a document; an empty map is `{}`.
@@ -30,20 +31,21 @@ pub fn to_yaml(doc: &Value) -> String {
     out
 }
 
-/// One rendered object: its value and its text at the depth of `http.routers.<name>`.
-type RenderedObject = (Value, String, bool);
+/// One rendered object: the object and its text at the depth of `http.routers.<name>`, and
+/// whether the last render used it.
+type RenderedObject = (Shared, String, bool);
 
-/// Rendered objects by (protocol, kind, name), reused while their value is unchanged, so a
+/// Rendered objects by `protocol.kind`, then name, reused while the object is unchanged, so a
 /// rebuild renders only what changed. Entries a render did not use are dropped after it.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    objects: std::collections::BTreeMap<(String, String, String), RenderedObject>,
+    objects: std::collections::BTreeMap<String, std::collections::BTreeMap<String, RenderedObject>>,
 }
 
 /// A document of `protocol → kind → name → object`, the shape of `/routes.yaml`.
 pub type Sections<'a> = Vec<(
     &'a str,
-    Vec<(&'a str, &'a std::collections::BTreeMap<String, Value>)>,
+    Vec<(&'a str, &'a std::collections::BTreeMap<String, Shared>)>,
 )>;
 
 impl RenderCache {
@@ -65,26 +67,33 @@ impl RenderCache {
                 indent(&mut out, 1);
                 out.push_str(&quote(kind));
                 out.push_str(":\n");
+                let cache = self.objects.entry(format!("{proto}.{kind}")).or_default();
                 for (name, value) in objects.iter() {
-                    let key = (proto.to_string(), kind.to_string(), name.clone());
-                    let entry = self
-                        .objects
-                        .entry(key)
-                        .or_insert_with(|| (Value::Bool(false), String::new(), false));
-                    if entry.0 != *value || entry.1.is_empty() {
-                        let mut text = String::new();
-                        indent(&mut text, 2);
-                        text.push_str(&quote(name));
-                        text.push(':');
-                        write_value_after_indicator(&mut text, value, 3);
-                        *entry = (value.clone(), text, true);
-                    }
+                    // The same object as last time (the builder shares unchanged objects) is a
+                    // pointer comparison; only a changed or merged one is compared whole.
+                    let hit = cache.get_mut(name.as_str()).filter(|(cached, _, _)| {
+                        Shared::ptr_eq(cached, value) || **cached == **value
+                    });
+                    let entry = match hit {
+                        Some(entry) => entry,
+                        None => {
+                            let mut text = String::new();
+                            indent(&mut text, 2);
+                            text.push_str(&quote(name));
+                            text.push(':');
+                            write_value_after_indicator(&mut text, value, 3);
+                            cache.insert(name.clone(), (Shared::clone(value), text, false));
+                            cache.get_mut(name.as_str()).expect("just inserted")
+                        }
+                    };
                     entry.2 = true;
                     out.push_str(&entry.1);
                 }
             }
         }
-        self.objects.retain(|_, (_, _, used)| std::mem::take(used));
+        for cache in self.objects.values_mut() {
+            cache.retain(|_, (_, _, used)| std::mem::take(used));
+        }
         if out.is_empty() {
             out.push_str("{}\n");
         }
