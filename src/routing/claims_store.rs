@@ -16,8 +16,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::routing::build::Claims;
-use crate::routing::ownership::HostTable;
-use crate::routing::port_allocation::PortTable;
 
 /// File name of the persisted port table in the state folder.
 pub const PORTS_FILE: &str = "ports.json";
@@ -153,16 +151,6 @@ fn write_table<T: Serialize>(path: &Path, table: &T, what: &str) -> Result<()> {
     bytes.push(b'\n');
     crate::atomic_file::write(path, &bytes, None)
         .with_context(|| format!("{}: cannot save {what}", path.display()))
-}
-
-/// Loads the persisted port table alone (kept for callers that only need ports).
-pub fn load_ports(path: &Path) -> Result<PortTable> {
-    read_table(path, "port allocation table")
-}
-
-/// Loads the host claims alone.
-pub fn load_hosts(path: &Path) -> Result<HostTable> {
-    read_table(path, "host claims table")
 }
 
 #[cfg(test)]

@@ -90,11 +90,7 @@ impl Lingering {
             .min()
     }
 
-    /// How many departed containers are still routed.
-    pub fn len(&self) -> usize {
-        self.departed.len()
-    }
-
+    /// Whether no departed container is still routed.
     pub fn is_empty(&self) -> bool {
         self.departed.is_empty()
     }

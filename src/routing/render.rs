@@ -353,6 +353,73 @@ mod tests {
         })
     }
 
+    /// The cached renderer the route server uses gives the same text as [`to_yaml`] (the one
+    /// the round-trip property above checks), also when it reuses objects from a previous
+    /// render.
+    /// `protocol → kind → name → object`, unshared.
+    type PlainDoc = BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>;
+
+    fn cache_matches(docs: &[PlainDoc]) {
+        let mut cache = RenderCache::default();
+        for doc in docs {
+            let shared: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Shared>>> = doc
+                .iter()
+                .map(|(p, kinds)| {
+                    let kinds = kinds
+                        .iter()
+                        .map(|(k, objs)| {
+                            let objs = objs
+                                .iter()
+                                .map(|(n, v)| (n.clone(), Shared::new(v.clone())))
+                                .collect();
+                            (k.as_str(), objs)
+                        })
+                        .collect();
+                    (p.as_str(), kinds)
+                })
+                .collect();
+            let sections: Sections = shared
+                .iter()
+                .map(|(p, kinds)| (*p, kinds.iter().map(|(k, o)| (*k, o)).collect()))
+                .collect();
+            let reference = Value::Map(
+                doc.iter()
+                    .map(|(p, kinds)| {
+                        let kinds: BTreeMap<String, Value> = kinds
+                            .iter()
+                            .filter(|(_, o)| !o.is_empty())
+                            .map(|(k, o)| (k.clone(), Value::Map(o.clone())))
+                            .collect();
+                        (p.clone(), Value::Map(kinds))
+                    })
+                    .filter(|(_, kinds)| kinds.as_map().is_some_and(|m| !m.is_empty()))
+                    .collect(),
+            );
+            assert_eq!(cache.to_yaml(&sections), to_yaml(&reference));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, .. ProptestConfig::default() })]
+        #[test]
+        fn the_cached_renderer_equals_the_reference(
+            docs in prop::collection::vec(
+                prop::collection::btree_map(
+                    "[a-c]",
+                    prop::collection::btree_map(
+                        "[a-c]",
+                        prop::collection::btree_map("[a-d]", arb_value(), 0..4),
+                        0..3,
+                    ),
+                    0..3,
+                ),
+                1..4,
+            )
+        ) {
+            cache_matches(&docs);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
         /// Whatever a label contains, both parsers read back exactly what was rendered.

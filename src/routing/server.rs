@@ -44,7 +44,6 @@ fn write_dynamic_file(path: &Path, body: &[u8]) -> Result<()> {
 
 /// How often the builder looks for an operator's change of the claims files.
 const CLAIMS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-pub use crate::routing::claims_store::PORTS_FILE;
 
 /// Options of `renet route-server`. Each flag overrides the same key of the settings file,
 /// which `renet proxy config` reads too; so set shared keys (entrypoints, ports, domain) in the
@@ -400,14 +399,20 @@ async fn builder_loop(
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(CLAIMS_CHECK_INTERVAL)
             .min(CLAIMS_CHECK_INTERVAL);
-        tokio::select! {
-            _ = discovery.changed() => {}
-            _ = tokio::time::sleep(wake) => {}
+        let woken_by_discovery = tokio::select! {
+            _ = discovery.changed() => true,
+            _ = tokio::time::sleep(wake) => false,
+        };
+        // A timer tick only matters when the claims files changed or a departed container's
+        // grace period ended; otherwise the container set is not even read.
+        let external_change = store.stamp() != stamp;
+        let grace_ended = lingering.next_expiry().is_some_and(|t| t <= Instant::now());
+        if !woken_by_discovery && !external_change && !grace_ended {
+            continue;
         }
         let live = discovery.containers();
         let containers = lingering.effective(&last_live, &live, Instant::now());
         last_live = live;
-        let external_change = store.stamp() != stamp;
         if external_change {
             match store.load() {
                 Ok((loaded, new_stamp)) => {
