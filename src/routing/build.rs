@@ -16,6 +16,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::addresses::NetworkId;
+use crate::routing::cluster::gate::{self, GateOutcome};
+use crate::routing::cluster::view::ClusterView;
 use crate::routing::merge::{Obj, Proto, Published};
 use crate::routing::ownership::{AutoHosts, HostPolicy, HostTable};
 use crate::routing::port_allocation::PortTable;
@@ -142,6 +144,8 @@ pub struct Snapshot {
     pub ports: PortTable,
     /// The host claims after this build (persist when changed).
     pub hosts: HostTable,
+    /// In cluster mode: what the routers need from the cluster, and who waits for it.
+    pub cluster: Option<GateOutcome>,
 }
 
 /// What a build starts from: the persisted claims.
@@ -206,6 +210,9 @@ pub struct RouteBuilder {
     scopes: claims::ScopeCache,
     render: render::RenderCache,
     timings: StageTimes,
+    /// In cluster mode, what this server knows of etcd: routers are served only with their
+    /// cluster resources held (`cluster::gate`).
+    cluster: Option<std::sync::Arc<ClusterView>>,
 }
 
 /// How long each stage of the last build took (benchmarks and debug logs).
@@ -244,6 +251,7 @@ impl RouteBuilder {
         if self.settings.as_ref() != Some(settings) {
             *self = RouteBuilder {
                 settings: Some(settings.clone()),
+                cluster: self.cluster.take(),
                 ..RouteBuilder::default()
             };
         }
@@ -277,6 +285,15 @@ impl RouteBuilder {
             &mut conflicts,
             &mut removed,
         );
+        let cluster = self.cluster.as_deref().map(|view| {
+            gate::gate(
+                &mut published,
+                view,
+                &mut self.scopes,
+                &mut refused,
+                &mut removed,
+            )
+        });
         claims::drop_orphans(&mut published, &removed);
         self.timings.claims = t.elapsed();
         let t = std::time::Instant::now();
@@ -296,7 +313,13 @@ impl RouteBuilder {
             conflicts,
             ports,
             hosts,
+            cluster,
         }
+    }
+
+    /// Sets (or clears) the cluster view the next builds judge routers against.
+    pub fn set_cluster_view(&mut self, view: Option<std::sync::Arc<ClusterView>>) {
+        self.cluster = view;
     }
 
     /// How long each stage of the last build took.
