@@ -324,6 +324,12 @@ impl Session<'_> {
             if self.view.owners.get(r).is_some_and(|(m, _)| *m != n) {
                 continue;
             }
+            // The common case first, without building anything: already served under this lease.
+            if self.view.serving.get(r).is_some_and(|e| {
+                e.serving.server == me && e.serving.network_id == n && e.lease == self.lease
+            }) {
+                continue;
+            }
             let serving_key = self.schema.serving(r);
             let owner_key = self.schema.owner(r);
             let mine = Serving {
@@ -337,9 +343,6 @@ impl Session<'_> {
             }
             let txn = match (self.view.serving.get(r), self.view.owners.get(r)) {
                 (Some(e), _) if e.serving.server == me && e.serving.network_id == n => {
-                    if e.lease == self.lease {
-                        continue;
-                    }
                     // Served by this server under an older lease: move it to the current one.
                     Txn::new()
                         .when([Compare::value(
