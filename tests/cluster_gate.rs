@@ -220,3 +220,42 @@ fn no_view_means_no_cluster_stage() {
     assert!(s.routes_yaml.contains("shop-2944"));
     assert!(s.cluster.is_none());
 }
+
+#[test]
+fn one_network_cannot_fill_the_cluster() {
+    let mut s = renet::host::settings::Settings::default();
+    s.cluster.max_resources_per_network = 3;
+    let settings = RouteSettings::from_settings(&s).unwrap();
+    let mut labels = vec![("traefik.enable".to_string(), "true".to_string())];
+    for i in 0..5 {
+        labels.push((
+            format!("traefik.http.routers.r{i}.rule"),
+            format!("Host(`h{i}.example.com`)"),
+        ));
+        labels.push((format!("traefik.http.routers.r{i}.service"), "s".into()));
+    }
+    labels.push((
+        "traefik.http.services.s.loadbalancer.server.port".into(),
+        "80".into(),
+    ));
+    let refs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut b = RouteBuilder::default();
+    b.set_cluster_view(Some(Arc::new(view(&[]))));
+    let snap = b.build(
+        &[container(2944, "web", &refs)],
+        &settings,
+        &Claims::default(),
+    );
+    let c = snap.cluster.unwrap();
+    assert_eq!(c.wanted.len(), 3, "{:?}", c.wanted);
+    assert_eq!(snap.refused.len(), 2);
+    assert!(
+        snap.refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cluster.max_resources_per_network")
+    );
+}

@@ -72,6 +72,8 @@ pub struct RouteSettings {
     pub auto_hosts: Option<AutoHosts>,
     /// What labels may ask of the proxy.
     pub tenant: TenantLimits,
+    /// In a cluster: most hosts and edge ports one network may hold (etcd keys are shared).
+    pub cluster_resource_limit: usize,
 }
 
 impl RouteSettings {
@@ -117,6 +119,7 @@ impl RouteSettings {
             tcp_entrypoint_ports: s.tcp_entrypoint_ports(),
             udp_entrypoint_ports: s.udp_entrypoint_ports(),
             dynamic_range: (s.dynamic_range[0], s.dynamic_range[1]),
+            cluster_resource_limit: s.cluster.max_resources_per_network,
         })
     }
 }
@@ -289,6 +292,7 @@ impl RouteBuilder {
             gate::gate(
                 &mut published,
                 view,
+                settings.cluster_resource_limit,
                 &mut self.scopes,
                 &mut refused,
                 &mut removed,

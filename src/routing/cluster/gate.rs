@@ -5,7 +5,7 @@
 //! a local refusal. What the surviving and waiting routers need is handed to the agent, which
 //! claims it (and releases what is no longer needed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
@@ -64,11 +64,13 @@ fn resources(
 pub fn gate(
     published: &mut Published,
     view: &ClusterView,
+    limit: usize,
     scopes: &mut ScopeCache,
     refused: &mut Vec<serde_json::Value>,
     removed: &mut Vec<(Proto, String, Shared)>,
 ) -> GateOutcome {
     let mut outcome = GateOutcome::default();
+    let mut held: BTreeMap<u32, BTreeSet<Resource>> = BTreeMap::new();
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
         let names: Vec<String> = published
             .section_ref(proto)
@@ -94,7 +96,21 @@ pub fn gate(
                 }
             }
             let rule = router.get_str("rule").map(str::to_string);
-            if let Some((reason, owner)) = refusal_reason {
+            let mine = held.entry(n).or_default();
+            let new = needs.iter().filter(|r| !mine.contains(*r)).count();
+            if refusal_reason.is_none() && mine.len() + new > limit {
+                refused.push(refusal(
+                    proto,
+                    &name,
+                    &o,
+                    rule.as_deref(),
+                    &format!(
+                        "network {n} would hold more than {limit} host names and ports in the \
+                         cluster (cluster.max_resources_per_network)"
+                    ),
+                    None,
+                ));
+            } else if let Some((reason, owner)) = refusal_reason {
                 refused.push(refusal(
                     proto,
                     &name,
@@ -105,6 +121,7 @@ pub fn gate(
                 ));
             } else {
                 for r in needs {
+                    mine.insert(r.clone());
                     outcome.wanted.insert(r, n);
                 }
                 if waiting.is_empty() {

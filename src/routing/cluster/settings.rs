@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Default lease TTL: a dead server leaves the edge within this many seconds.
 pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 5;
 
+/// Default of `max_resources_per_network`.
+pub const DEFAULT_MAX_RESOURCES_PER_NETWORK: usize = 512;
+
 /// `cluster` in `/etc/rediacc/renet.json`. Empty `endpoints` → no cluster (one server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +46,9 @@ pub struct ClusterSettings {
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Most host names and edge ports one network may hold in the cluster [default 512]:
+    /// ownership keys never expire, so without a bound one repository could fill etcd.
+    pub max_resources_per_network: usize,
 }
 
 impl Default for ClusterSettings {
@@ -59,6 +65,7 @@ impl Default for ClusterSettings {
             key_file: None,
             user: None,
             password_file: None,
+            max_resources_per_network: DEFAULT_MAX_RESOURCES_PER_NETWORK,
         }
     }
 }
