@@ -88,9 +88,13 @@ impl Drop for Etcd {
 }
 
 fn config(etcd: &Etcd, name: &str, address: &str) -> ClusterConfig {
+    config_at(&etcd.endpoint, name, address)
+}
+
+fn config_at(endpoint: &str, name: &str, address: &str) -> ClusterConfig {
     ClusterConfig {
         connection: Connection {
-            endpoints: vec![etcd.endpoint.clone()],
+            endpoints: vec![endpoint.to_string()],
             tls: None,
             credentials: None,
         },
@@ -134,8 +138,8 @@ fn serving_server(v: &ClusterView, r: &Resource) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_racing_for_a_host_never_both_win() {
     let etcd = Etcd::start(23971);
-    let a = Agent::start(config(&etcd, "a", "198.18.72.11"));
-    let b = Agent::start(config(&etcd, "b", "198.18.72.12"));
+    let a = Agent::start(config(&etcd, "a", "198.18.72.11"), None);
+    let b = Agent::start(config(&etcd, "b", "198.18.72.12"), None);
     until(&a, "a connected", |v| v.connected).await;
     until(&b, "b connected", |v| v.connected).await;
     let mut winners = BTreeMap::new();
@@ -180,7 +184,7 @@ async fn two_servers_racing_for_a_host_never_both_win() {
 async fn a_moving_repository_keeps_its_host_and_a_stopped_server_leaves_the_edge() {
     let etcd = Etcd::start(23975);
     let host = Resource::Host("moving.example.com".into());
-    let a = Agent::start(config(&etcd, "a", "198.18.72.11"));
+    let a = Agent::start(config(&etcd, "a", "198.18.72.11"), None);
     want(&a, &[(host.clone(), 2944)]);
     until(&a, "a serves", |v| {
         serving_server(v, &host).as_deref() == Some("a")
@@ -188,9 +192,9 @@ async fn a_moving_repository_keeps_its_host_and_a_stopped_server_leaves_the_edge
     .await;
 
     // The repository starts on b too (same network): b waits; a third network is refused.
-    let b = Agent::start(config(&etcd, "b", "198.18.72.12"));
+    let b = Agent::start(config(&etcd, "b", "198.18.72.12"), None);
     want(&b, &[(host.clone(), 2944)]);
-    let c = Agent::start(config(&etcd, "c", "198.18.72.13"));
+    let c = Agent::start(config(&etcd, "c", "198.18.72.13"), None);
     want(&c, &[(host.clone(), 3072)]);
     until(&b, "b connected", |v| v.connected).await;
     until(&c, "c connected", |v| v.connected).await;
@@ -237,4 +241,46 @@ async fn a_moving_repository_keeps_its_host_and_a_stopped_server_leaves_the_edge
     );
     b.shutdown().await;
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_keeps_what_it_served() {
+    let etcd = Etcd::start(23979);
+    let state = tempfile::tempdir().unwrap();
+    let file = state
+        .path()
+        .join(renet::routing::cluster::agent::SERVING_FILE);
+    let host = Resource::Host("kept.example.com".into());
+    let a = Agent::start(config(&etcd, "a", "198.18.72.11"), Some(file.clone()));
+    want(&a, &[(host.clone(), 2944)]);
+    until(&a, "a serves", |v| {
+        serving_server(v, &host).as_deref() == Some("a")
+    })
+    .await;
+    a.shutdown().await; // revokes the lease: the serving key is gone
+    assert_eq!(etcd.get("renet/serving/host/kept.example.com"), None);
+
+    // Started again, before route building says anything: it takes the host back by itself.
+    let a = Agent::start(config(&etcd, "a", "198.18.72.11"), Some(file.clone()));
+    until(&a, "a serves again", |v| {
+        v.connected && serving_server(v, &host).as_deref() == Some("a")
+    })
+    .await;
+    assert_eq!(
+        etcd.get("renet/serving/host/kept.example.com").unwrap(),
+        r#"{"network_id":2944,"server":"a"}"#
+    );
+    a.shutdown().await;
+
+    // Started while etcd is down: it still knows what it served (not connected).
+    let endpoint = etcd.endpoint.clone();
+    drop(etcd);
+    let a = Agent::start(config_at(&endpoint, "a", "198.18.72.11"), Some(file));
+    let v = a.view.borrow().clone();
+    assert!(!v.connected);
+    assert_eq!(
+        v.verdict(&host, 2944),
+        renet::routing::cluster::view::Verdict::Serve
+    );
+    a.shutdown().await;
 }

@@ -341,11 +341,31 @@ pub async fn serve(
             INITIAL_SYNC_TIMEOUT
         );
     }
-    let agent = config.cluster.clone().map(Agent::start);
+    let serving_file = config
+        .state_dir
+        .join(crate::routing::cluster::agent::SERVING_FILE);
+    let agent = config
+        .cluster
+        .clone()
+        .map(|c| Agent::start(c, Some(serving_file)));
     let cluster = agent.as_ref().map(|a| ClusterLink {
         view: a.view.clone(),
         wanted: a.wanted.clone(),
     });
+    if let Some(link) = &cluster {
+        // Like the daemons' first listing: a start should not publish everything as waiting
+        // for etcd when etcd answers in milliseconds.
+        let mut view = link.view.clone();
+        let connected =
+            tokio::time::timeout(INITIAL_SYNC_TIMEOUT, view.wait_for(|v| v.connected)).await;
+        if !matches!(connected, Ok(Ok(_))) {
+            tracing::warn!(
+                "cluster: etcd did not answer within {:?}; serving what this server served \
+                 before, claiming nothing new until it does",
+                INITIAL_SYNC_TIMEOUT
+            );
+        }
+    }
     let first_view = cluster.as_ref().map(|c| c.view.borrow().clone());
     let first = build_snapshot(&discovery, &config.routes, &claims, first_view).await?;
     if let Some(link) = &cluster {

@@ -37,13 +37,78 @@ pub struct Agent {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// File in the state folder listing what this server served at the edge, so a restart while
+/// etcd is unreachable keeps serving it (docs/cluster.md "Leases and failure").
+pub const SERVING_FILE: &str = "cluster-serving.json";
+
+/// What this server serves, as saved: `[["host","shop.example.com",4032], ...]`.
+type SavedServing = Vec<(String, String, u32)>;
+
+fn saved_serving(view: &ClusterView) -> SavedServing {
+    view.served_here()
+        .map(|(r, e)| (r.kind().to_string(), r.id(), e.serving.network_id))
+        .collect()
+}
+
+/// The view a start begins with: what the last run served, not yet confirmed by etcd.
+fn seeded_view(name: &str, state_file: Option<&std::path::Path>) -> ClusterView {
+    let mut view = ClusterView::new(name);
+    let Some(path) = state_file else { return view };
+    let saved: SavedServing = match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{}: ignored ({e})", path.display());
+                return view;
+            }
+        },
+        Err(_) => return view,
+    };
+    for (kind, id, n) in saved {
+        if let Ok(r) = Resource::parse(&kind, &id) {
+            let serving = Serving {
+                network_id: n,
+                server: name.to_string(),
+            };
+            let raw = serving.encode().into_bytes();
+            view.serving.insert(
+                r,
+                crate::routing::cluster::view::ServingEntry {
+                    serving,
+                    raw,
+                    lease: 0,
+                },
+            );
+        }
+    }
+    view
+}
+
+fn save_serving(path: &std::path::Path, view: &ClusterView) {
+    let body = serde_json::to_vec(&saved_serving(view)).expect("plain data");
+    if let Err(e) = crate::atomic_file::write(path, &body, Some(0o600)) {
+        tracing::warn!(
+            "{}: cannot save what this server serves: {e}",
+            path.display()
+        );
+    }
+}
+
 impl Agent {
-    /// Starts the agent; it connects in the background.
-    pub fn start(config: ClusterConfig) -> Agent {
-        let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(&config.name)));
-        let (wanted, wanted_rx) = watch::channel(None);
+    /// Starts the agent; it connects in the background. `state_file` remembers what this
+    /// server serves across restarts ([`SERVING_FILE`] in the state folder).
+    pub fn start(config: ClusterConfig, state_file: Option<std::path::PathBuf>) -> Agent {
+        let seeded = seeded_view(&config.name, state_file.as_deref());
+        let (view_tx, view) = watch::channel(Arc::new(seeded.clone()));
+        // Until route building says what it wants, want back what the last run served: a
+        // restart after the lease ended re-takes it before the first build looks.
+        let previous: BTreeMap<Resource, u32> = seeded
+            .served_here()
+            .map(|(r, e)| (r.clone(), e.serving.network_id))
+            .collect();
+        let (wanted, wanted_rx) = watch::channel((!previous.is_empty()).then_some(previous));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(config, view_tx, wanted_rx, stop_rx));
+        let task = tokio::spawn(run(config, seeded, state_file, view_tx, wanted_rx, stop_rx));
         Agent {
             view,
             wanted,
@@ -74,12 +139,14 @@ const RETRY: Duration = Duration::from_secs(1);
 
 async fn run(
     config: ClusterConfig,
+    mut view: ClusterView,
+    state_file: Option<std::path::PathBuf>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     mut wanted: watch::Receiver<Wanted>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let schema = Schema::new(&config.prefix, &config.traefik_root);
-    let mut view = ClusterView::new(&config.name);
+    let mut saved = saved_serving(&view);
     loop {
         let mut session = Session {
             config: &config,
@@ -88,6 +155,8 @@ async fn run(
             view_tx: &view_tx,
             client: None,
             lease: 0,
+            state_file: state_file.as_deref(),
+            saved: &mut saved,
         };
         let outcome = tokio::select! {
             r = session.run(&mut wanted) => Some(r),
@@ -131,6 +200,9 @@ struct Session<'a> {
     view_tx: &'a watch::Sender<Arc<ClusterView>>,
     client: Option<Client>,
     lease: i64,
+    state_file: Option<&'a std::path::Path>,
+    /// What the state file holds now (written only when it changes).
+    saved: &'a mut SavedServing,
 }
 
 pub(crate) async fn connect(config: &Connection) -> Result<Client> {
@@ -179,8 +251,15 @@ impl Session<'_> {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         self.view_tx.send_replace(Arc::new(self.view.clone()));
+        if let Some(path) = self.state_file {
+            let now = saved_serving(self.view);
+            if now != *self.saved {
+                save_serving(path, self.view);
+                *self.saved = now;
+            }
+        }
     }
 
     async fn run(&mut self, wanted: &mut watch::Receiver<Wanted>) -> Result<()> {
