@@ -257,13 +257,16 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         &prepared.rewrite.aliases,
         &prepared.rewrite.extra_hosts,
     )?;
-    write_model(&model_path, &text)?;
     // The early compose has the same arguments but `-f -` for `-f <model>` and no `-p` (the
     // model's own `name`, which is the project name renet would pass); it is used only when it
-    // was started with the final environment (no slot was added meanwhile).
-    if let Some(p) = pending.filter(|p| p.env() == env.as_slice()) {
-        return p.finish(text.as_bytes());
+    // was started with the final environment (no slot was added meanwhile). It reads the model
+    // while renet writes the model file (kept for the `renet compose` runs that follow).
+    if let Some(mut p) = pending.filter(|p| p.env() == env.as_slice()) {
+        p.hand_over(text.as_bytes())?;
+        write_model(&model_path, &text)?;
+        return p.wait();
     }
+    write_model(&model_path, &text)?;
     Err(invoke::exec_compose(&program, &compose_args, &env))
 }
 

@@ -119,17 +119,16 @@ impl PendingCompose {
         &self.env
     }
 
-    /// Hands compose its model, waits for it and returns its exit status (128 + the signal
-    /// when a signal ended it, as a shell reports it).
-    pub fn finish(mut self, model: &[u8]) -> Result<u8> {
+    /// Hands compose its model and closes the pipe; compose reads it while the caller goes
+    /// on. Then [`PendingCompose::wait`].
+    pub fn hand_over(&mut self, model: &[u8]) -> Result<()> {
         use std::io::Write;
-        use std::os::unix::process::ExitStatusExt;
-        let mut child = self
+        let child = self
             .child
-            .take()
+            .as_mut()
             .expect("a pending compose has its process");
         // A compose that already stopped closed the pipe: renet must see EPIPE, not die of
-        // SIGPIPE with compose's status lost. Nothing else is written after this point.
+        // SIGPIPE with compose's status lost. Nothing else is written to a pipe after this.
         // SAFETY: ignoring a signal installs no handler code.
         let _ = unsafe {
             nix::sys::signal::signal(
@@ -142,13 +141,23 @@ impl PendingCompose {
             // why, so a closed pipe is not an error of its own.
             match stdin.write_all(model) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    let _ = child.kill();
-                    let _ = child.wait();
                     return Err(e).context("cannot hand the model to docker compose");
                 }
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Waits for compose and returns its exit status (128 + the signal when a signal ended
+    /// it, as a shell reports it).
+    pub fn wait(mut self) -> Result<u8> {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self
+            .child
+            .take()
+            .expect("a pending compose has its process");
+        drop(child.stdin.take());
         let status = child.wait().context("cannot wait for docker compose")?;
         Ok(match (status.code(), status.signal()) {
             (Some(code), _) => code as u8,
