@@ -14,10 +14,13 @@
 //!   once from the moment `docker start` is issued. Starts are spaced past the throttles.
 //! - `redeploy`: requests failed while `renet compose -- up -d --force-recreate` recreates a
 //!   routed web service (network 4224) under a steady load of requests through renet's
-//!   Traefik, by status.
+//!   Traefik, by status; once with busybox httpd as PID 1 (no SIGTERM handler) and once with
+//!   `init: true`.
 //!
 //! `TRAEFIK_BENCH=start` or `redeploy` runs one part; `TRAEFIK_STARTS` (default 24) and
-//! `TRAEFIK_RECREATES` (default 3) set the counts.
+//! `TRAEFIK_RECREATES` (default 3) set the counts; `TRAEFIK_BENCH_DEBUG=FILE` keeps both
+//! Traefiks' logs of the start part (the Docker provider's at debug level) in FILE and
+//! FILE.renet.
 
 #[path = "../tests/route_server_support/mod.rs"]
 mod route_server_support;
@@ -85,6 +88,7 @@ fn stats(name: &str, v: &[Duration]) -> Duration {
 /// The route server and Traefik, configured by `renet proxy config`.
 struct RenetProxy {
     _route_server: RouteServer,
+    route_server_log: PathBuf,
     traefik: Traefik,
     /// The plain-HTTP `websecure` entrypoint.
     port: u16,
@@ -175,6 +179,7 @@ fn renet_proxy(sb: &Sandbox) -> RenetProxy {
 
     let traefik = Traefik::start(dir, api, &yaml(&for_test_machine(generated.clone())));
     RenetProxy {
+        route_server_log: route_server.log.clone(),
         _route_server: route_server,
         traefik,
         port: https,
@@ -483,13 +488,6 @@ fn redeploy_under_load(recreates: usize) {
     let project = sb.scratch.path().join("repo");
     std::fs::create_dir_all(&project).unwrap();
     let host = "web.redeploy.example";
-    std::fs::write(
-        project.join("compose.yaml"),
-        format!(
-            "services:\n  web:\n    image: {IMAGE}\n    stop_grace_period: 2s\n    command: [\"sh\", \"-c\", \"mkdir -p /w && echo hello-web > /w/index.html && exec httpd -f -p $${{SERVICE_IP}}:8080 -h /w\"]\n    labels:\n      traefik.enable: \"true\"\n      traefik.http.routers.web.rule: Host(`{host}`)\n      traefik.http.services.web.loadbalancer.server.port: \"8080\"\n"
-        ),
-    )
-    .unwrap();
     let compose = |args: &[&str]| {
         let out = Command::new(renet_bin())
             .current_dir(&project)
@@ -512,60 +510,92 @@ fn redeploy_under_load(recreates: usize) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    compose(&["up", "-d"]);
-    let port = renet.port;
-    wait_for(
-        "the route through Traefik",
-        Duration::from_secs(30),
-        || match status_of(port, host, Duration::from_secs(5)) {
-            Some(200) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    for (what, init) in [
+        (
+            "busybox httpd as PID 1 (no SIGTERM handler: killed at the end of stop_grace_period, 2 s)",
+            false,
+        ),
+        ("with `init: true` (SIGTERM ends httpd at once)", true),
+    ] {
+        println!("### {what}");
+        std::fs::write(
+            project.join("compose.yaml"),
+            format!(
+                "services:\n  web:\n    image: {IMAGE}\n    stop_grace_period: 2s\n{init}    command: [\"sh\", \"-c\", \"mkdir -p /w && echo hello-web > /w/index.html && exec httpd -f -p $${{SERVICE_IP}}:8080 -h /w\"]\n    labels:\n      traefik.enable: \"true\"\n      traefik.http.routers.web.rule: Host(`{host}`)\n      traefik.http.services.web.loadbalancer.server.port: \"8080\"\n",
+                init = if init { "    init: true\n" } else { "" }
+            ),
+        )
+        .unwrap();
+        compose(&["up", "-d"]);
+        let port = renet.port;
+        wait_for(
+            "the route through Traefik",
+            Duration::from_secs(30),
+            || match status_of(port, host, Duration::from_secs(5)) {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
 
-    // Steady load: 4 clients, each one request at a time with a 10 ms pause.
-    let running = Arc::new(AtomicBool::new(true));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let running = running.clone();
-            std::thread::spawn(move || {
-                let mut results: Vec<(Option<u16>, Duration)> = Vec::new();
-                while running.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    results.push((status_of(port, host, Duration::from_secs(30)), t.elapsed()));
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                results
+        // Steady load: 4 clients, each one request at a time with a 10 ms pause.
+        let running = Arc::new(AtomicBool::new(true));
+        let load_start = Instant::now();
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let running = running.clone();
+                std::thread::spawn(move || {
+                    // (status, latency, sent at since the load started)
+                    let mut results: Vec<(Option<u16>, Duration, Duration)> = Vec::new();
+                    while running.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let status = status_of(port, host, Duration::from_secs(30));
+                        results.push((status, t.elapsed(), t - load_start));
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    results
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(1));
-    let mut took = Vec::new();
-    for _ in 0..recreates {
-        let t = Instant::now();
-        compose(&["up", "-d", "--force-recreate"]);
-        took.push(t.elapsed());
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    running.store(false, Ordering::Relaxed);
-    let results: Vec<(Option<u16>, Duration)> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
-    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
-    for (s, _) in &results {
-        let key = s.map_or("connection error".to_string(), |c| c.to_string());
-        *by_status.entry(key).or_default() += 1;
-    }
-    let failed = results.iter().filter(|(s, _)| *s != Some(200)).count();
-    stats("`up -d --force-recreate` took", &took);
-    let latencies: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
-    stats("request latency during the run", &latencies);
-    println!(
-        "requests sent: {}, failed: {failed} (target 0); by status: {by_status:?}",
-        results.len()
-    );
-    if failed > 0 {
-        println!("Traefik log:\n{}", renet.traefik.log_text());
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        let mut took = Vec::new();
+        for _ in 0..recreates {
+            let t = Instant::now();
+            compose(&["up", "-d", "--force-recreate"]);
+            took.push(t.elapsed());
+            println!(
+                "recreate from {:.2?} to {:.2?} after the load started",
+                t - load_start,
+                load_start.elapsed()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        running.store(false, Ordering::Relaxed);
+        let results: Vec<(Option<u16>, Duration, Duration)> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        for (s, latency, at) in results.iter().filter(|(s, _, _)| *s != Some(200)) {
+            println!("failed: {s:?} sent at {at:.2?}, answered after {latency:.2?}");
+        }
+        let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+        for (s, _, _) in &results {
+            let key = s.map_or("connection error".to_string(), |c| c.to_string());
+            *by_status.entry(key).or_default() += 1;
+        }
+        let failed = results.iter().filter(|(s, _, _)| *s != Some(200)).count();
+        stats("`up -d --force-recreate` took", &took);
+        let latencies: Vec<Duration> = results.iter().map(|(_, t, _)| *t).collect();
+        stats("request latency during the run", &latencies);
+        println!(
+            "requests sent: {}, failed: {failed} (target 0); by status: {by_status:?}",
+            results.len()
+        );
+        if failed > 0 {
+            println!("Traefik log:\n{}", renet.traefik.log_text());
+            println!(
+                "route server log:\n{}",
+                std::fs::read_to_string(&renet.route_server_log).unwrap_or_default()
+            );
+        }
     }
 }
