@@ -190,7 +190,8 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
             let mut early = final_args_prefix(&cli, &resolved.project_dir);
             early.extend(["-f".to_string(), "-".to_string()]);
             early.extend(cli.rest.iter().cloned());
-            invoke::spawn_pending(&program, &early, &child_env(network, &known, &docker_host)?)
+            let env = child_env(network, &known, &docker_host)?;
+            Ok(invoke::PendingSpawn::start(program.clone(), early, env))
         })
         .and_then(Result::ok);
     let mut attempt = 0;
@@ -261,6 +262,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     // model's own `name`, which is the project name renet would pass); it is used only when it
     // was started with the final environment (no slot was added meanwhile). It reads the model
     // while renet writes the model file (kept for the `renet compose` runs that follow).
+    let pending = pending.and_then(invoke::PendingSpawn::ready);
     if let Some(mut p) = pending.filter(|p| p.env() == env.as_slice()) {
         p.hand_over(text.as_bytes())?;
         write_model(&model_path, &text)?;

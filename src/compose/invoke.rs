@@ -113,6 +113,37 @@ pub fn spawn_pending(
     })
 }
 
+/// [`spawn_pending`] on a thread of its own: starting a program as large as compose takes the
+/// parent several milliseconds (up to 20 on a busy machine), which must not delay renet's own
+/// `config` run. Dropped, it waits for the thread and kills what it started.
+pub struct PendingSpawn(Option<std::thread::JoinHandle<Result<PendingCompose>>>);
+
+impl PendingSpawn {
+    pub fn start(
+        program: ComposeProgram,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> PendingSpawn {
+        PendingSpawn(Some(std::thread::spawn(move || {
+            spawn_pending(&program, &args, &env)
+        })))
+    }
+
+    /// The waiting compose, or None when it could not be started.
+    pub fn ready(mut self) -> Option<PendingCompose> {
+        self.0.take()?.join().ok()?.ok()
+    }
+}
+
+impl Drop for PendingSpawn {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            // The compose it started (if any) is dropped here, which kills it.
+            let _ = thread.join();
+        }
+    }
+}
+
 impl PendingCompose {
     /// The environment compose was started with.
     pub fn env(&self) -> &[(String, String)] {
