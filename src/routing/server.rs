@@ -65,10 +65,24 @@ impl ClusterLink {
 
 /// Replaces the dynamic configuration file atomically, so Traefik's file provider never reads
 /// a half-written document.
+///
+/// The temp file is written in a hidden subfolder ([`DYNAMIC_STAGING_DIR`]), not beside the
+/// file: Traefik's file provider rereads its folder on every event there and hands each
+/// result to its throttle, so a temp file created beside `routes.yaml` made Traefik first
+/// publish the *old* routes, and the new ones only when the throttle window
+/// (`providersThrottleDuration`) had passed. Its watch does not reach into subfolders, so
+/// the rename is the one event it sees. (When it rereads the folder it does walk into the
+/// subfolder, where the temp file's name ends in `.tmp-<pid>`, which it skips.)
 fn write_dynamic_file(path: &Path, body: &[u8]) -> Result<()> {
-    crate::atomic_file::write(path, body, Some(0o644))
-        .with_context(|| format!("{}: cannot write the dynamic configuration", path.display()))
+    let context = || format!("{}: cannot write the dynamic configuration", path.display());
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let staging = dir.unwrap_or(Path::new(".")).join(DYNAMIC_STAGING_DIR);
+    std::fs::create_dir_all(&staging).with_context(context)?;
+    crate::atomic_file::write_staged_in(path, &staging, body, Some(0o644)).with_context(context)
 }
+
+/// The subfolder of the dynamic file's folder that holds its temp files.
+pub const DYNAMIC_STAGING_DIR: &str = ".renet-staging";
 
 /// How often the builder looks for an operator's change of the claims files.
 const CLAIMS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
