@@ -381,6 +381,10 @@ pub async fn serve(
         }
     }
     let first_view = cluster.as_ref().map(|c| c.view.borrow().clone());
+    let mut claims = claims;
+    if let Some(v) = &first_view {
+        v.overlay_hosts(&mut claims.hosts);
+    }
     let first = build_snapshot(&discovery, &config.routes, &claims, first_view).await?;
     if let Some(link) = &cluster {
         link.send_wanted(&first.0);
@@ -473,9 +477,14 @@ async fn build_snapshot(
 
 /// The claims a snapshot ends with: what the next build starts from.
 fn claims_of(snapshot: &routes::Snapshot) -> Claims {
+    let mut hosts = snapshot.hosts.clone();
+    // The cluster's owners were laid over the table for the build; etcd keeps them.
+    hosts
+        .hosts
+        .retain(|_, c| c.router != crate::routing::cluster::view::CLUSTER_OWNER);
     Claims {
         ports: snapshot.ports.clone(),
-        hosts: snapshot.hosts.clone(),
+        hosts,
     }
 }
 
@@ -551,8 +560,11 @@ async fn builder_loop(
         // The builder moves to the blocking pool and back: it keeps what it built, so a
         // change costs only what it touched (`RouteBuilder`).
         let mut builder_now = route_builder.take().unwrap_or_default();
+        let mut start_claims = start_claims;
         if let Some(link) = &cluster {
-            builder_now.set_cluster_view(Some(link.view.borrow().clone()));
+            let view = link.view.borrow().clone();
+            view.overlay_hosts(&mut start_claims.hosts);
+            builder_now.set_cluster_view(Some(view));
         }
         let built = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
