@@ -16,12 +16,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::addresses::NetworkId;
-use crate::routing::merge::{Obj, Proto, Published};
+use crate::routing::merge::{Obj, Proto};
 use crate::routing::ownership::{AutoHosts, HostPolicy, HostTable};
 use crate::routing::port_allocation::PortTable;
 use crate::routing::tenant_policy::TenantLimits;
-use crate::routing::traefik_labels::Value;
-use crate::routing::{claims, fragment, merge, render};
+use crate::routing::{claims, fragment, listing, merge, render};
 
 /// Health as the daemon reports it; Traefik routes only containers without a healthcheck or
 /// healthy ones.
@@ -125,7 +124,7 @@ pub struct Snapshot {
     /// The `/routes.yaml` body: byte-deterministic, `{}` when empty.
     pub routes_yaml: String,
     /// The `/routes.json` body (already rendered, deterministic).
-    pub routes_json: serde_json::Value,
+    pub routes_json: listing::Listing,
     pub router_count: usize,
     pub service_count: usize,
     pub auto_routes_enabled: bool,
@@ -185,26 +184,59 @@ pub fn build(
 }
 
 /// Builds the snapshot from scratch. `previous` holds the persisted claims; port allocations
-/// and host claims are kept stable across builds and restarts.
+/// and host claims are kept stable across builds and restarts. Each stage runs once over
+/// everything: the reference that [`RouteBuilder`]'s incremental builds must equal.
 pub fn build_with(
     containers: &[Container],
     settings: &RouteSettings,
     previous: &Claims,
 ) -> Snapshot {
-    RouteBuilder::default().build(containers, settings, previous)
+    let mut report = Report::default();
+    let mut sorted: Vec<&Container> = containers.iter().collect();
+    sorted.sort_by(|a, b| container_order(a, b));
+    let stage_one: Vec<StageOne> = sorted.iter().map(|c| StageOne::of(c, settings)).collect();
+    let mut fragments = Vec::new();
+    for (c, one) in sorted.iter().zip(&stage_one) {
+        one.report(c, &mut report);
+        if let Ok(Some(f)) = &one.outcome {
+            fragments.push(f);
+        }
+    }
+    let mut published = merge::merge(&mut fragments, &mut report.conflicts);
+    let (claims, _) = judge_claims(
+        &mut published,
+        &fragments,
+        settings,
+        previous,
+        &mut claims::ScopeCache::default(),
+        &mut report,
+    );
+    let rendered = render_published(
+        &published,
+        &mut render::RenderCache::default(),
+        &mut listing::ListingCache::default(),
+    );
+    snapshot(settings, rendered, report, claims)
 }
 
-/// A route builder that remembers what it built: a rebuild decodes only the containers that
-/// changed, parses only new rules and renders only changed objects; merging, judging claims
-/// and assembling the output run over everything (they are linear and cheap next to the
-/// rest). Its output always equals [`build_with`]'s for the same input (a property test
-/// checks random change sequences). The caches hold only what the last build used.
+/// A route builder that remembers what it built, per repository: a rebuild decodes only the
+/// containers that changed and merges only the repositories they belong to (names are
+/// namespaced per repository, so the merge of everything is the union of the repositories'
+/// merges, kept up to date by removing a changed repository's objects and adding its new
+/// ones). Claims are judged across repositories on every build (the oldest claim wins, so one
+/// change can move a verdict elsewhere) but parse only new rules; rendering renders only
+/// changed objects and listing entries. Its output always equals [`build_with`]'s for the
+/// same input (a property test checks random change sequences). The caches hold only what the
+/// last build used.
 #[derive(Debug, Default)]
 pub struct RouteBuilder {
     settings: Option<RouteSettings>,
-    fragments: std::collections::HashMap<FragmentKey, CachedFragment>,
+    repos: BTreeMap<NetworkId, RepoState>,
+    /// The union of the repositories' merges (stage 2 over everything).
+    merged: merge::Published,
     scopes: claims::ScopeCache,
     render: render::RenderCache,
+    listing: listing::ListingCache,
     timings: StageTimes,
 }
 
@@ -217,20 +249,95 @@ pub struct StageTimes {
     pub render: std::time::Duration,
 }
 
-/// Containers are told apart by daemon, ID and name: IDs are unique per daemon only.
-type FragmentKey = (NetworkId, String, String);
-
-fn fragment_key(c: &Container) -> FragmentKey {
-    (c.network_id, c.id.clone(), c.name.clone())
+/// The order of the reports: by repository, then container name, then ID (input order must
+/// not matter).
+fn container_order(a: &Container, b: &Container) -> std::cmp::Ordering {
+    (a.network_id, &a.name, &a.id).cmp(&(b.network_id, &b.name, &b.id))
 }
 
-/// A container's stage-1 outcome, kept with the container it was computed from.
+/// A container's stage-1 outcome and notes.
 #[derive(Debug)]
-struct CachedFragment {
-    container: Container,
+struct StageOne {
     outcome: Result<Option<fragment::Fragment>, String>,
     notes: Vec<serde_json::Value>,
-    used: bool,
+}
+
+impl StageOne {
+    fn of(c: &Container, settings: &RouteSettings) -> StageOne {
+        let mut notes = Vec::new();
+        let outcome = fragment::fragment(c, settings, &mut notes);
+        StageOne { outcome, notes }
+    }
+
+    /// Adds the container's rejection or notes to the report.
+    fn report(&self, c: &Container, report: &mut Report) {
+        report.conflicts.extend(self.notes.iter().cloned());
+        if let Err(reason) = &self.outcome {
+            report.rejected.push(serde_json::json!({
+                "network_id": c.network_id,
+                "container": c.name,
+                "id": c.id,
+                "reason": reason,
+            }));
+        }
+    }
+}
+
+/// What a build reports besides the configuration (`/health`).
+#[derive(Debug, Default)]
+struct Report {
+    rejected: Vec<serde_json::Value>,
+    refused: Vec<serde_json::Value>,
+    conflicts: Vec<serde_json::Value>,
+}
+
+/// One repository as the builder last saw it.
+#[derive(Debug, Default)]
+struct RepoState {
+    /// Its containers in report order, each with its stage-1 outcome.
+    containers: Vec<(Container, StageOne)>,
+    /// Stage 2 over its containers alone.
+    merged: merge::Published,
+    merge_conflicts: Vec<merge::KeyedConflict>,
+}
+
+impl RepoState {
+    fn has(&self, containers: &[&Container]) -> bool {
+        self.containers.len() == containers.len()
+            && self
+                .containers
+                .iter()
+                .zip(containers)
+                .all(|((mine, _), theirs)| mine == *theirs)
+    }
+
+    /// Stage 1 for its new and changed containers (the others keep theirs), then stage 2.
+    fn rebuild(&mut self, containers: &[&Container], settings: &RouteSettings) {
+        let (old_containers, mut old): (Vec<Container>, Vec<Option<StageOne>>) =
+            std::mem::take(&mut self.containers)
+                .into_iter()
+                .map(|(c, one)| (c, Some(one)))
+                .unzip();
+        let previous: std::collections::HashMap<(&str, &str), usize> = old_containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((c.name.as_str(), c.id.as_str()), i))
+            .collect();
+        for c in containers {
+            let reused = previous
+                .get(&(c.name.as_str(), c.id.as_str()))
+                .filter(|i| old_containers[**i] == **c)
+                .and_then(|i| old[*i].take());
+            let one = reused.unwrap_or_else(|| StageOne::of(c, settings));
+            self.containers.push(((*c).clone(), one));
+        }
+        let mut fragments: Vec<&fragment::Fragment> = self
+            .containers
+            .iter()
+            .filter_map(|(_, one)| one.outcome.as_ref().ok().and_then(Option::as_ref))
+            .collect();
+        (self.merged, self.merge_conflicts) = merge::merge_keyed(&mut fragments);
+    }
 }
 
 impl RouteBuilder {
@@ -247,56 +354,54 @@ impl RouteBuilder {
                 ..RouteBuilder::default()
             };
         }
-        let mut rejected = Vec::new();
-        let mut refused = Vec::new();
-        let mut conflicts = Vec::new();
         let t = std::time::Instant::now();
-        self.refresh_fragments(containers, settings);
-        let mut fragments =
-            collect_fragments(&self.fragments, containers, &mut rejected, &mut conflicts);
+        let changed = self.refresh_repos(containers, settings);
         self.timings.fragments = t.elapsed();
+
         let t = std::time::Instant::now();
-        let mut published = merge::merge(&mut fragments, &mut conflicts);
-        self.timings.merge = t.elapsed();
-        let t = std::time::Instant::now();
-        let mut removed = Vec::new();
-        let hosts = claims::judge_hosts(
-            &mut published,
-            settings,
-            &previous.hosts,
-            &mut self.scopes,
-            &mut refused,
-            &mut removed,
-        );
-        let ports = claims::judge_ports(
-            &mut published,
-            &fragments,
-            settings,
-            &previous.ports,
-            &mut refused,
-            &mut conflicts,
-            &mut removed,
-        );
-        claims::drop_orphans(&mut published, &removed);
-        self.timings.claims = t.elapsed();
-        let t = std::time::Instant::now();
-        let (routes_yaml, routes_json, router_count, service_count) =
-            render_published(&published, &mut self.render);
-        self.timings.render = t.elapsed();
-        let auto_routes_note = auto_routes_note(settings);
-        Snapshot {
-            routes_yaml,
-            routes_json,
-            router_count,
-            service_count,
-            auto_routes_enabled: auto_routes_note.is_none(),
-            auto_routes_note,
-            rejected,
-            refused,
-            conflicts,
-            ports,
-            hosts,
+        for n in &changed {
+            let repo = self.repos.get_mut(n).expect("refreshed above");
+            self.merged.add_part(&repo.merged);
         }
+        let mut report = Report::default();
+        let mut merge_conflicts: Vec<&merge::KeyedConflict> = Vec::new();
+        let mut port_fragments: Vec<&fragment::Fragment> = Vec::new();
+        for repo in self.repos.values() {
+            for (c, one) in &repo.containers {
+                one.report(c, &mut report);
+                if let Ok(Some(f)) = &one.outcome
+                    && !f.ports.is_empty()
+                {
+                    port_fragments.push(f);
+                }
+            }
+            merge_conflicts.extend(&repo.merge_conflicts);
+        }
+        merge_conflicts.sort_by(|a, b| a.0.cmp(&b.0));
+        report
+            .conflicts
+            .extend(merge_conflicts.into_iter().map(|(_, c)| c.clone()));
+        // The order stage 2 leaves the fragments in (ties in port claims keep it).
+        port_fragments
+            .sort_by(|a, b| (a.network_id, &a.merge_key).cmp(&(b.network_id, &b.merge_key)));
+        self.timings.merge = t.elapsed();
+
+        let t = std::time::Instant::now();
+        let (claims, undo) = judge_claims(
+            &mut self.merged,
+            &port_fragments,
+            settings,
+            previous,
+            &mut self.scopes,
+            &mut report,
+        );
+        self.timings.claims = t.elapsed();
+
+        let t = std::time::Instant::now();
+        let rendered = render_published(&self.merged, &mut self.render, &mut self.listing);
+        undo.apply(&mut self.merged);
+        self.timings.render = t.elapsed();
+        snapshot(settings, rendered, report, claims)
     }
 
     /// How long each stage of the last build took.
@@ -304,57 +409,145 @@ impl RouteBuilder {
         self.timings
     }
 
-    /// Stage 1 for the containers that are new or changed; forgets the ones that are gone.
-    fn refresh_fragments(&mut self, containers: &[Container], settings: &RouteSettings) {
+    /// Stages 1 and 2 for the repositories whose containers changed; forgets the repositories
+    /// that are gone. Takes the changed repositories' objects out of the union (the caller adds
+    /// their new ones) and returns them.
+    fn refresh_repos(
+        &mut self,
+        containers: &[Container],
+        settings: &RouteSettings,
+    ) -> Vec<NetworkId> {
+        let mut grouped: BTreeMap<NetworkId, Vec<&Container>> = BTreeMap::new();
         for c in containers {
-            let key = fragment_key(c);
-            match self.fragments.get_mut(&key) {
-                Some(cached) if cached.container == *c => cached.used = true,
-                _ => {
-                    let mut notes = Vec::new();
-                    let outcome = fragment::fragment(c, settings, &mut notes);
-                    self.fragments.insert(
-                        key,
-                        CachedFragment {
-                            container: c.clone(),
-                            outcome,
-                            notes,
-                            used: true,
-                        },
-                    );
-                }
+            grouped.entry(c.network_id).or_default().push(c);
+        }
+        for list in grouped.values_mut() {
+            list.sort_by(|a, b| container_order(a, b));
+        }
+        let gone: Vec<NetworkId> = self
+            .repos
+            .keys()
+            .filter(|n| !grouped.contains_key(n))
+            .copied()
+            .collect();
+        for n in gone {
+            if let Some(repo) = self.repos.remove(&n) {
+                self.merged.remove_part(&repo.merged);
             }
         }
-        self.fragments.retain(|_, f| std::mem::take(&mut f.used));
+        let mut changed = Vec::new();
+        for (n, list) in &grouped {
+            let repo = self.repos.entry(*n).or_default();
+            if repo.has(list) {
+                continue;
+            }
+            self.merged.remove_part(&repo.merged);
+            repo.rebuild(list, settings);
+            changed.push(*n);
+        }
+        changed
+    }
+
+    /// What the caches hold (tests: they forget what is gone): repositories, containers,
+    /// rendered objects, listing entries, parsed rules (by router, by rule).
+    #[cfg(test)]
+    fn cache_sizes(&self) -> [usize; 6] {
+        let (by_router, by_rule) = self.scopes.len();
+        [
+            self.repos.len(),
+            self.repos.values().map(|r| r.containers.len()).sum(),
+            self.render.len(),
+            self.listing.len(),
+            by_router,
+            by_rule,
+        ]
     }
 }
 
-/// The fragments in a fixed order (input order must not matter), with the rejections and
-/// notes of stage 1.
-fn collect_fragments<'a>(
-    cache: &'a std::collections::HashMap<FragmentKey, CachedFragment>,
-    containers: &[Container],
-    rejected: &mut Vec<serde_json::Value>,
-    conflicts: &mut Vec<serde_json::Value>,
-) -> Vec<&'a fragment::Fragment> {
-    let mut sorted: Vec<&Container> = containers.iter().collect();
-    sorted.sort_by(|a, b| (a.network_id, &a.name, &a.id).cmp(&(b.network_id, &b.name, &b.id)));
-    let mut out = Vec::new();
-    for c in sorted {
-        let cached = &cache[&fragment_key(c)];
-        conflicts.extend(cached.notes.iter().cloned());
-        match &cached.outcome {
-            Ok(Some(f)) => out.push(f),
-            Ok(None) => {}
-            Err(reason) => rejected.push(serde_json::json!({
-                "network_id": c.network_id,
-                "container": c.name,
-                "id": c.id,
-                "reason": reason,
-            })),
+/// The claims after a build.
+struct ClaimsAfter {
+    ports: PortTable,
+    hosts: HostTable,
+}
+
+/// What stage 3 changed in the published configuration, so that a builder can take its
+/// union of merges back to what stage 2 made (instead of copying it for every build).
+#[derive(Debug, Default)]
+struct Undo {
+    removed_routers: Vec<(Proto, String, merge::Shared)>,
+    orphans: Vec<(Proto, Obj, String, merge::Shared)>,
+    forwards: Vec<(Proto, String)>,
+}
+
+impl Undo {
+    fn apply(self, published: &mut merge::Published) {
+        for (proto, name) in self.forwards {
+            for obj in [Obj::Router, Obj::Service] {
+                merge::section_map(published.section(proto), obj).remove(&name);
+                published.origins.remove(&(proto, obj, name.clone()));
+            }
+        }
+        for (proto, obj, name, value) in self.orphans {
+            merge::section_map(published.section(proto), obj).insert(name, value);
+        }
+        for (proto, name, value) in self.removed_routers {
+            published.section(proto).routers.insert(name, value);
         }
     }
-    out
+}
+
+/// Stage 3: hosts, then ports, then what refused routers leave behind.
+fn judge_claims(
+    published: &mut merge::Published,
+    fragments: &[&fragment::Fragment],
+    settings: &RouteSettings,
+    previous: &Claims,
+    scopes: &mut claims::ScopeCache,
+    report: &mut Report,
+) -> (ClaimsAfter, Undo) {
+    let mut undo = Undo::default();
+    let hosts = claims::judge_hosts(
+        published,
+        settings,
+        &previous.hosts,
+        scopes,
+        &mut report.refused,
+        &mut undo.removed_routers,
+    );
+    let ports = claims::judge_ports(
+        published,
+        fragments,
+        settings,
+        &previous.ports,
+        &mut report.refused,
+        &mut report.conflicts,
+        &mut undo.removed_routers,
+        &mut undo.forwards,
+    );
+    undo.orphans = claims::drop_orphans(published, &undo.removed_routers);
+    (ClaimsAfter { ports, hosts }, undo)
+}
+
+fn snapshot(
+    settings: &RouteSettings,
+    rendered: Rendered,
+    report: Report,
+    claims: ClaimsAfter,
+) -> Snapshot {
+    let auto_routes_note = auto_routes_note(settings);
+    Snapshot {
+        routes_yaml: rendered.yaml,
+        routes_json: rendered.json,
+        router_count: rendered.routers,
+        service_count: rendered.services,
+        auto_routes_enabled: auto_routes_note.is_none(),
+        auto_routes_note,
+        rejected: report.rejected,
+        refused: report.refused,
+        conflicts: report.conflicts,
+        ports: claims.ports,
+        hosts: claims.hosts,
+    }
 }
 
 fn auto_routes_note(settings: &RouteSettings) -> Option<String> {
@@ -369,19 +562,28 @@ fn auto_routes_note(settings: &RouteSettings) -> Option<String> {
     }
 }
 
-/// Stage 4: the YAML document, the JSON listing, and the counts.
+/// Stage 4's output.
+struct Rendered {
+    yaml: String,
+    json: listing::Listing,
+    routers: usize,
+    services: usize,
+}
+
+/// Stage 4: the YAML document, the JSON listing, and the counts; the caches keep the text of
+/// unchanged objects and listing entries.
 fn render_published(
-    published: &Published,
+    published: &merge::Published,
     cache: &mut render::RenderCache,
-) -> (String, serde_json::Value, usize, usize) {
+    listing: &mut listing::ListingCache,
+) -> Rendered {
     let mut sections: render::Sections = Vec::new();
-    let mut router_count = 0;
-    let mut service_count = 0;
-    let mut json = serde_json::Map::new();
+    let mut routers = 0;
+    let mut services = 0;
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
         let s = published.section_ref(proto);
-        router_count += s.routers.len();
-        service_count += s.services.len();
+        routers += s.routers.len();
+        services += s.services.len();
         sections.push((
             proto.as_str(),
             vec![
@@ -390,71 +592,157 @@ fn render_published(
                 ("services", &s.services),
             ],
         ));
-        let list = s
-            .routers
-            .iter()
-            .map(|(name, router)| listing_entry(published, proto, name, router))
-            .collect();
-        json.insert(proto.as_str().into(), serde_json::Value::Array(list));
     }
-    let routes_yaml = cache.to_yaml(&sections);
-    (
-        routes_yaml,
-        serde_json::Value::Object(json),
-        router_count,
-        service_count,
-    )
+    Rendered {
+        yaml: cache.to_yaml(&sections),
+        json: listing.listing(published),
+        routers,
+        services,
+    }
 }
 
-/// One router of `/routes.json`.
-fn listing_entry(
-    published: &Published,
-    proto: Proto,
-    name: &str,
-    router: &Value,
-) -> serde_json::Value {
-    let s = published.section_ref(proto);
-    let o = &published.origins[&(proto, Obj::Router, name.to_string())];
-    let service = router.get_str("service").unwrap_or("").to_string();
-    let key = if proto == Proto::Http {
-        "url"
-    } else {
-        "address"
-    };
-    let backends: Vec<String> = s
-        .services
-        .get(&service)
-        .and_then(|svc| svc.get("loadBalancer"))
-        .map(|lb| match lb.get("servers") {
-            Some(Value::List(items)) => items
-                .iter()
-                .filter_map(|s| s.get_str(key).map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        })
-        .unwrap_or_default();
-    let mut entry = serde_json::Map::new();
-    entry.insert("name".into(), name.into());
-    if proto != Proto::Udp {
-        entry.insert("rule".into(), router.get_str("rule").unwrap_or("").into());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RouteSettings {
+        let s = crate::host::settings::Settings {
+            base_domain: Some("example.com".into()),
+            ..Default::default()
+        };
+        RouteSettings::from_settings(&s).unwrap()
     }
-    entry.insert("entrypoints".into(), router.get_list("entryPoints").into());
-    entry.insert("backends".into(), backends.into());
-    entry.insert("network_id".into(), o.network_id.get().into());
-    entry.insert("service".into(), service.into());
-    entry.insert(
-        "container".into(),
-        o.containers
-            .iter()
-            .next()
-            .cloned()
-            .unwrap_or_default()
-            .into(),
-    );
-    entry.insert(
-        "containers".into(),
-        o.containers.iter().cloned().collect::<Vec<_>>().into(),
-    );
-    entry.insert("tier".into(), o.tier.into());
-    serde_json::Value::Object(entry)
+
+    /// Container `name` of network `n` (slot `slot`) with `extra` labels.
+    fn container(n: u32, name: &str, slot: u32, extra: &[(&str, &str)]) -> Container {
+        let network_id = NetworkId::new(n).unwrap();
+        let mut labels = BTreeMap::from([
+            ("rediacc.service_name".to_string(), name.to_string()),
+            (
+                "rediacc.service_ip".to_string(),
+                network_id.slot_ip(slot).unwrap().to_string(),
+            ),
+            ("rediacc.service_port".to_string(), "8080".to_string()),
+        ]);
+        for (k, v) in extra {
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Container {
+            network_id,
+            id: format!("{name}-{n}-id"),
+            name: name.to_string(),
+            labels,
+            health: Health::None,
+            created: i64::from(slot),
+        }
+    }
+
+    /// A router whose host another repository may already hold, with a middleware only it
+    /// uses (left behind as an orphan when the router is refused).
+    fn claimant(n: u32, slot: u32) -> Container {
+        container(
+            n,
+            "shop",
+            slot,
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.shop.rule", "Host(`shop.example.org`)"),
+                ("traefik.http.routers.shop.middlewares", "hsts"),
+                ("traefik.http.middlewares.hsts.headers.stsSeconds", "60"),
+                ("traefik.http.services.shop.loadbalancer.server.port", "80"),
+            ],
+        )
+    }
+
+    fn assert_same(a: &Snapshot, b: &Snapshot) {
+        assert_eq!(a.routes_yaml, b.routes_yaml);
+        assert_eq!(a.routes_json, b.routes_json);
+        assert_eq!(a.rejected, b.rejected);
+        assert_eq!(a.refused, b.refused);
+        assert_eq!(a.conflicts, b.conflicts);
+        assert_eq!(a.ports, b.ports);
+        assert_eq!(a.hosts, b.hosts);
+    }
+
+    /// The builder's union of merges is back to stage 2's after every build (stage 3's
+    /// refusals, orphans and port forwards are taken back), and the caches hold exactly what
+    /// the last build used.
+    #[test]
+    fn rebuilds_restore_the_union_and_forget_what_is_gone() {
+        let st = settings();
+        let mut builder = RouteBuilder::default();
+        let mut claims = Claims::default();
+        let rounds: Vec<Vec<Container>> = vec![
+            vec![
+                container(2816, "a", 0, &[]),
+                claimant(2816, 1),
+                claimant(2880, 2),
+                container(2880, "db", 3, &[("rediacc.tcp_ports", "5432,0:6379")]),
+            ],
+            // The same again: everything reused.
+            vec![
+                container(2816, "a", 0, &[]),
+                claimant(2816, 1),
+                claimant(2880, 2),
+                container(2880, "db", 3, &[("rediacc.tcp_ports", "5432,0:6379")]),
+            ],
+            // The holder of the host leaves: the claim stays with it, 2880 is still refused.
+            vec![claimant(2880, 2), container(2944, "b", 0, &[])],
+            vec![container(2944, "b", 0, &[])],
+            vec![],
+        ];
+        for (round, containers) in rounds.iter().enumerate() {
+            let incremental = builder.build(containers, &st, &claims);
+            let full = build_with(containers, &st, &claims);
+            assert_same(&incremental, &full);
+            if round < 2 {
+                // Stage 3 did take something out and add forwards.
+                assert_eq!(full.refused.len(), 1, "{:?}", full.refused);
+                assert!(full.routes_yaml.contains("-fwd"));
+                assert!(!full.routes_yaml.contains("hsts-2880"));
+                assert!(builder.merged.http.middlewares.contains_key("hsts-2880"));
+            }
+            let mut union = merge::Published::default();
+            for repo in builder.repos.values() {
+                union.add_part(&repo.merged);
+            }
+            for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+                assert_eq!(
+                    builder.merged.section_ref(proto),
+                    union.section_ref(proto),
+                    "{containers:?}"
+                );
+            }
+            assert_eq!(
+                builder.merged.origins.keys().collect::<Vec<_>>(),
+                union.origins.keys().collect::<Vec<_>>()
+            );
+            let routers = full.router_count;
+            // Objects are the lines at the depth of `http.routers.<name>`.
+            let objects = full
+                .routes_yaml
+                .lines()
+                .filter(|l| l.starts_with("    \""))
+                .count();
+            let repos: BTreeSet<NetworkId> = containers.iter().map(|c| c.network_id).collect();
+            let [n_repos, n_containers, rendered, listed, by_router, _] = builder.cache_sizes();
+            assert_eq!(n_repos, repos.len());
+            assert_eq!(n_containers, containers.len());
+            assert_eq!(rendered, objects);
+            assert_eq!(listed, routers);
+            assert!(
+                by_router <= builder.merged.http.routers.len() + builder.merged.tcp.routers.len()
+            );
+            claims = Claims {
+                ports: full.ports,
+                hosts: full.hosts,
+            };
+        }
+        assert_eq!(builder.cache_sizes(), [0; 6]);
+        assert_eq!(
+            builder.build(&[], &st, &claims).routes_yaml,
+            "{}\n",
+            "nothing is left of the last repositories"
+        );
+    }
 }

@@ -50,33 +50,64 @@ fn refusal(
     v
 }
 
+/// A router in the order of its claims.
+struct Aged {
+    proto: Proto,
+    name: String,
+    router: Shared,
+    network_id: NetworkId,
+    created: i64,
+}
+
 /// Routers of `protos`, oldest claim first (then network, then name: deterministic).
-fn by_age(published: &Published, protos: &[Proto]) -> Vec<(Proto, String)> {
-    let mut out: Vec<(i64, NetworkId, Proto, String)> = protos
+fn by_age(published: &Published, protos: &[Proto]) -> Vec<Aged> {
+    let mut out: Vec<(i64, NetworkId, Proto, &String, &Shared)> = protos
         .iter()
         .flat_map(|p| {
-            published.section_ref(*p).routers.keys().map(move |n| {
-                let o = &published.origins[&(*p, Obj::Router, n.clone())];
-                (o.created, o.network_id, *p, n.clone())
-            })
+            published
+                .routers_with_origins(*p)
+                .map(move |(n, r, o)| (o.created, o.network_id, *p, n, r))
         })
         .collect();
-    out.sort();
-    out.into_iter().map(|(_, _, p, n)| (p, n)).collect()
+    // (protocol, name) is unique: no two entries compare equal.
+    out.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    out.into_iter()
+        .map(|(created, network_id, proto, name, router)| Aged {
+            proto,
+            name: name.clone(),
+            router: Shared::clone(router),
+            network_id,
+            created,
+        })
+        .collect()
 }
 
 /// What the scopes of a router depend on: protocol, rule, syntax and `tls.domains`.
 type ScopeKey = (Proto, Option<Value>, Option<Value>, Option<Value>);
 
-/// Parsed rules by what they depend on, so a rebuild parses only new or changed rules. Entries
-/// not used by a build are dropped at its end, so the cache follows the live routers.
+/// A router's scopes, or why it has none.
+type Scopes = std::sync::Arc<Result<BTreeSet<HostScope>, String>>;
+
+/// Parsed rules, so a rebuild parses only new or changed rules: by router object (a pointer
+/// comparison for the routers a rebuild shares with the last one; the entry holds the router,
+/// so its address cannot be reused meanwhile) and by what the scopes depend on (equal rules of
+/// different routers are parsed once). Entries not used by a build are dropped at its end, so
+/// the cache follows the live routers.
 #[derive(Debug, Default)]
 pub struct ScopeCache {
-    entries: BTreeMap<ScopeKey, (Result<BTreeSet<HostScope>, String>, bool)>,
+    by_router: std::collections::HashMap<(Proto, usize), (Shared, Scopes, bool)>,
+    entries: BTreeMap<ScopeKey, (Scopes, bool)>,
 }
 
 impl ScopeCache {
-    fn scopes(&mut self, proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, String> {
+    fn scopes(&mut self, proto: Proto, router: &Shared) -> Scopes {
+        let address = (proto, Shared::as_ptr(router) as usize);
+        if let Some((held, scopes, used)) = self.by_router.get_mut(&address)
+            && Shared::ptr_eq(held, router)
+        {
+            *used = true;
+            return Scopes::clone(scopes);
+        }
         let key = (
             proto,
             router.get("rule").cloned(),
@@ -86,14 +117,26 @@ impl ScopeCache {
         let entry = self
             .entries
             .entry(key)
-            .or_insert_with(|| (router_scopes(proto, router), false));
+            .or_insert_with(|| (Scopes::new(router_scopes(proto, router)), false));
         entry.1 = true;
-        entry.0.clone()
+        let scopes = Scopes::clone(&entry.0);
+        self.by_router.insert(
+            address,
+            (Shared::clone(router), Scopes::clone(&scopes), true),
+        );
+        scopes
     }
 
     /// Drops the entries the last build did not use.
     fn sweep(&mut self) {
         self.entries.retain(|_, (_, used)| std::mem::take(used));
+        self.by_router
+            .retain(|_, (_, _, used)| std::mem::take(used));
+    }
+
+    /// How many parsed rules the cache holds (tests: it forgets what is gone).
+    pub fn len(&self) -> (usize, usize) {
+        (self.by_router.len(), self.entries.len())
     }
 }
 
@@ -148,17 +191,22 @@ pub fn judge_hosts(
         policy: &settings.host_policy,
         auto: settings.auto_hosts.as_ref(),
     };
-    for (proto, name) in by_age(published, &[Proto::Http, Proto::Tcp]) {
-        let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
-        let router = &published.section_ref(proto).routers[&name];
-        let rule_text = router.get_str("rule").unwrap_or("").to_string();
-        let n = o.network_id.get();
-        let verdict = cache
-            .scopes(proto, router)
-            .map_err(|e| (e, None))
-            .and_then(|scopes| {
+    for Aged {
+        proto,
+        name,
+        router,
+        network_id,
+        created,
+    } in by_age(published, &[Proto::Http, Proto::Tcp])
+    {
+        let n = network_id.get();
+        let scopes = cache.scopes(proto, &router);
+        let verdict = match scopes.as_ref() {
+            Err(e) => Err((e.clone(), None)),
+            Ok(scopes) => {
                 let mut new_claims = Vec::new();
-                for scope in &scopes {
+                let mut verdict = Ok(());
+                for scope in scopes {
                     // HostSNI(`*`) is judged with the entrypoint, which the repository must
                     // hold alone (judge_ports).
                     if proto == Proto::Tcp && *scope == HostScope::Any {
@@ -167,26 +215,32 @@ pub fn judge_hosts(
                     match ownership::judge(scope, n, &rules, &table) {
                         Ok(Some(host)) => new_claims.push(host),
                         Ok(None) => {}
-                        Err(r) => return Err((r.reason, r.owner)),
+                        Err(r) => {
+                            verdict = Err((r.reason, r.owner));
+                            break;
+                        }
                     }
                 }
-                Ok(new_claims)
-            });
+                verdict.map(|()| new_claims)
+            }
+        };
         match verdict {
             Ok(new_claims) => {
                 for host in new_claims {
                     table.hosts.entry(host).or_insert(HostClaim {
                         network_id: n,
-                        since: o.created,
+                        since: created,
                         router: name.clone(),
                     });
                 }
             }
             Err((reason, owner)) => {
+                let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
+                let rule_text = router.get_str("rule").unwrap_or("");
                 if let Some(r) = published.section(proto).routers.remove(&name) {
                     removed.push((proto, name.clone(), r));
                 }
-                refused.push(refusal(proto, &name, &o, Some(&rule_text), &reason, owner));
+                refused.push(refusal(proto, &name, &o, Some(rule_text), &reason, owner));
             }
         }
     }
@@ -210,6 +264,7 @@ pub fn judge_ports(
     refused: &mut Vec<serde_json::Value>,
     conflicts: &mut Vec<serde_json::Value>,
     removed: &mut Vec<(Proto, String, Shared)>,
+    forwards: &mut Vec<(Proto, String)>,
 ) -> PortTable {
     let limits = PortLimits {
         tcp_entrypoint_ports: settings.tcp_entrypoint_ports.clone(),
@@ -223,16 +278,21 @@ pub fn judge_ports(
         Forward(&'a Fragment),
     }
     let mut asks: Vec<((i64, NetworkId, u8), RequestKey, Asker)> = Vec::new();
-    for (proto, name) in by_age(published, &[Proto::Tcp, Proto::Udp]) {
-        let o = &published.origins[&(proto, Obj::Router, name.clone())];
-        let router = &published.section_ref(proto).routers[&name];
+    for Aged {
+        proto,
+        name,
+        router,
+        network_id,
+        created,
+    } in by_age(published, &[Proto::Tcp, Proto::Udp])
+    {
         for ep in router.get_list("entryPoints") {
             if let Some(p) = entrypoint_port(&ep, proto.as_str()) {
                 asks.push((
-                    (o.created, o.network_id, 0),
+                    (created, network_id, 0),
                     RequestKey {
                         protocol: proto.as_str().into(),
-                        network_id: o.network_id.get(),
+                        network_id: network_id.get(),
                         service: ENTRYPOINT_CLAIM.into(),
                         target: 0,
                         preferred: p,
@@ -313,7 +373,7 @@ pub fn judge_ports(
                     }
                 }
                 if let Some(&port) = allocation.granted.get(key) {
-                    add_forward(published, frag, key, port);
+                    forwards.push(add_forward(published, frag, key, port));
                 }
             }
         }
@@ -329,8 +389,13 @@ fn holder_of(table: &PortTable, key: &RequestKey) -> (Option<String>, Option<u32
     }
 }
 
-/// The router and service of one granted port forward.
-fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, port: u16) {
+/// The router and service of one granted port forward; returns their protocol and name.
+fn add_forward(
+    published: &mut Published,
+    frag: &Fragment,
+    key: &RequestKey,
+    port: u16,
+) -> (Proto, String) {
     let proto = if key.protocol == "tcp" {
         Proto::Tcp
     } else {
@@ -371,12 +436,18 @@ fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, por
     for (proto, obj, name) in to_delete {
         crate::routing::merge::section_map(published.section(proto), obj).remove(&name);
     }
+    (proto, name)
 }
 
 /// Removes the services and middlewares that only refused routers used, so a refused router
 /// leaves nothing of its own behind. Objects some surviving router (or middleware chain) still
 /// uses stay; objects no refused router used are left alone (Traefik keeps unused services).
-pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String, Shared)]) {
+/// Returns the objects it removed.
+pub fn drop_orphans(
+    published: &mut Published,
+    refused_routers: &[(Proto, String, Shared)],
+) -> Vec<(Proto, Obj, String, Shared)> {
+    let mut dropped = Vec::new();
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
         let mut candidates: BTreeSet<(Obj, String)> = BTreeSet::new();
         for (p, _, r) in refused_routers {
@@ -449,9 +520,13 @@ pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String
             }
         }
         for (obj, name) in candidates {
-            if !used.contains(&(obj, name.clone())) {
-                crate::routing::merge::section_map(published.section(proto), obj).remove(&name);
+            if !used.contains(&(obj, name.clone()))
+                && let Some(v) =
+                    crate::routing::merge::section_map(published.section(proto), obj).remove(&name)
+            {
+                dropped.push((proto, obj, name, v));
             }
         }
     }
+    dropped
 }

@@ -31,15 +31,18 @@ pub fn to_yaml(doc: &Value) -> String {
     out
 }
 
-/// One rendered object: the object and its text at the depth of `http.routers.<name>`, and
-/// whether the last render used it.
-type RenderedObject = (Shared, String, bool);
+/// One rendered object: the object and its text at the depth of `http.routers.<name>`.
+type RenderedObject = (Shared, String);
 
 /// Rendered objects by `protocol.kind`, then name, reused while the object is unchanged, so a
-/// rebuild renders only what changed. Entries a render did not use are dropped after it.
+/// rebuild renders only what changed. A render walks the document and the cache side by side
+/// (both are sorted by name), so an unchanged object costs one name comparison and one pointer
+/// comparison, and the cache always holds exactly the objects of the last document.
 #[derive(Debug, Default)]
 pub struct RenderCache {
     objects: std::collections::BTreeMap<String, std::collections::BTreeMap<String, RenderedObject>>,
+    /// The length of the last body: the next one is about as long.
+    last_len: usize,
 }
 
 /// A document of `protocol → kind → name → object`, the shape of `/routes.yaml`.
@@ -52,53 +55,91 @@ impl RenderCache {
     /// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
     /// protocols left out), reusing the text of unchanged objects.
     pub fn to_yaml(&mut self, sections: &Sections) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.last_len + self.last_len / 16);
+        let mut kinds_seen = std::collections::BTreeSet::new();
         for (proto, kinds) in sections {
-            let kinds: Vec<_> = kinds
-                .iter()
-                .filter(|(_, objects)| !objects.is_empty())
-                .collect();
-            if kinds.is_empty() {
-                continue;
-            }
-            out.push_str(&quote(proto));
-            out.push_str(":\n");
+            let mut proto_open = false;
             for (kind, objects) in kinds {
+                let key = format!("{proto}.{kind}");
+                let cache = self.objects.entry(key.clone()).or_default();
+                kinds_seen.insert(key);
+                if objects.is_empty() {
+                    cache.clear();
+                    continue;
+                }
+                if !proto_open {
+                    out.push_str(&quote(proto));
+                    out.push_str(":\n");
+                    proto_open = true;
+                }
                 indent(&mut out, 1);
                 out.push_str(&quote(kind));
                 out.push_str(":\n");
-                let cache = self.objects.entry(format!("{proto}.{kind}")).or_default();
-                for (name, value) in objects.iter() {
-                    // The same object as last time (the builder shares unchanged objects) is a
-                    // pointer comparison; only a changed or merged one is compared whole.
-                    let hit = cache.get_mut(name.as_str()).filter(|(cached, _, _)| {
-                        Shared::ptr_eq(cached, value) || **cached == **value
-                    });
-                    let entry = match hit {
-                        Some(entry) => entry,
-                        None => {
-                            let mut text = String::new();
-                            indent(&mut text, 2);
-                            text.push_str(&quote(name));
-                            text.push(':');
-                            write_value_after_indicator(&mut text, value, 3);
-                            cache.insert(name.clone(), (Shared::clone(value), text, false));
-                            cache.get_mut(name.as_str()).expect("just inserted")
-                        }
-                    };
-                    entry.2 = true;
-                    out.push_str(&entry.1);
-                }
+                render_kind(&mut out, cache, objects);
             }
         }
-        for cache in self.objects.values_mut() {
-            cache.retain(|_, (_, _, used)| std::mem::take(used));
-        }
+        self.objects.retain(|k, _| kinds_seen.contains(k));
         if out.is_empty() {
             out.push_str("{}\n");
         }
+        self.last_len = out.len();
         out
     }
+
+    /// How many objects the cache holds (tests: it forgets what is gone).
+    pub fn len(&self) -> usize {
+        self.objects.values().map(|m| m.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Appends the objects of one kind, walking them and their cached text side by side; then
+/// brings the cache up to date (new and changed objects in, vanished ones out).
+fn render_kind(
+    out: &mut String,
+    cache: &mut std::collections::BTreeMap<String, RenderedObject>,
+    objects: &std::collections::BTreeMap<String, Shared>,
+) {
+    let mut fresh: Vec<(String, RenderedObject)> = Vec::new();
+    let mut gone: Vec<String> = Vec::new();
+    let mut cached = cache.iter().peekable();
+    for (name, value) in objects {
+        while let Some((k, _)) = cached.next_if(|(k, _)| k.as_str() < name.as_str()) {
+            gone.push(k.clone());
+        }
+        // The same object as last time (the builder shares unchanged objects) is a pointer
+        // comparison; only a changed or merged one is compared whole.
+        let hit = cached
+            .next_if(|(k, _)| *k == name)
+            .map(|(_, entry)| entry)
+            .filter(|(old, _)| Shared::ptr_eq(old, value) || **old == **value);
+        match hit {
+            Some((_, text)) => out.push_str(text),
+            None => {
+                let text = render_object(name, value);
+                out.push_str(&text);
+                fresh.push((name.clone(), (Shared::clone(value), text)));
+            }
+        }
+    }
+    gone.extend(cached.map(|(k, _)| k.clone()));
+    for k in gone {
+        cache.remove(&k);
+    }
+    cache.extend(fresh);
+}
+
+/// The text of one object at the depth of `http.routers.<name>`.
+fn render_object(name: &str, value: &Value) -> String {
+    let mut text = String::new();
+    indent(&mut text, 2);
+    text.push_str(&quote(name));
+    text.push(':');
+    write_value_after_indicator(&mut text, value, 3);
+    text
 }
 
 /// A double-quoted scalar whose text is exactly `s` for any YAML parser.
@@ -396,6 +437,10 @@ mod tests {
                     .collect(),
             );
             assert_eq!(cache.to_yaml(&sections), to_yaml(&reference));
+            // The cache holds exactly the objects of the last document: what is gone is
+            // forgotten.
+            let objects: usize = doc.values().flat_map(|k| k.values()).map(|o| o.len()).sum();
+            assert_eq!(cache.len(), objects);
         }
     }
 
