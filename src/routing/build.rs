@@ -20,7 +20,7 @@ use crate::routing::merge::{Obj, Proto};
 use crate::routing::ownership::{AutoHosts, HostPolicy, HostTable};
 use crate::routing::port_allocation::PortTable;
 use crate::routing::tenant_policy::TenantLimits;
-use crate::routing::{claims, fragment, listing, merge, render};
+use crate::routing::{claims, fragment, listing, merge, pieces, render};
 
 /// Health as the daemon reports it; Traefik routes only containers without a healthcheck or
 /// healthy ones.
@@ -234,9 +234,9 @@ pub struct RouteBuilder {
     repos: BTreeMap<NetworkId, RepoState>,
     /// The union of the repositories' merges (stage 2 over everything).
     merged: merge::Published,
+    /// The rendered pieces of `merged`.
+    pieces: pieces::Pieces,
     scopes: claims::ScopeCache,
-    render: render::RenderCache,
-    listing: listing::ListingCache,
     timings: StageTimes,
 }
 
@@ -360,8 +360,9 @@ impl RouteBuilder {
 
         let t = std::time::Instant::now();
         for n in &changed {
-            let repo = self.repos.get_mut(n).expect("refreshed above");
+            let repo = &self.repos[n];
             self.merged.add_part(&repo.merged);
+            self.pieces.add_part(&repo.merged);
         }
         let mut report = Report::default();
         let mut merge_conflicts: Vec<&merge::KeyedConflict> = Vec::new();
@@ -398,7 +399,26 @@ impl RouteBuilder {
         self.timings.claims = t.elapsed();
 
         let t = std::time::Instant::now();
-        let rendered = render_published(&self.merged, &mut self.render, &mut self.listing);
+        let taken_out = undo
+            .removed_routers
+            .iter()
+            .map(|(p, n, _)| (*p, Obj::Router, n.clone()))
+            .chain(undo.orphans.iter().map(|(p, o, n, _)| (*p, *o, n.clone())));
+        let applied = self.pieces.apply(&self.merged, taken_out, &undo.forwards);
+        let (yaml, json) = self.pieces.bodies();
+        self.pieces.revert(applied);
+        let rendered = Rendered {
+            yaml,
+            json,
+            routers: [Proto::Http, Proto::Tcp, Proto::Udp]
+                .iter()
+                .map(|p| self.merged.section_ref(*p).routers.len())
+                .sum(),
+            services: [Proto::Http, Proto::Tcp, Proto::Udp]
+                .iter()
+                .map(|p| self.merged.section_ref(*p).services.len())
+                .sum(),
+        };
         undo.apply(&mut self.merged);
         self.timings.render = t.elapsed();
         snapshot(settings, rendered, report, claims)
@@ -433,6 +453,7 @@ impl RouteBuilder {
         for n in gone {
             if let Some(repo) = self.repos.remove(&n) {
                 self.merged.remove_part(&repo.merged);
+                self.pieces.remove_part(&repo.merged);
             }
         }
         let mut changed = Vec::new();
@@ -442,6 +463,7 @@ impl RouteBuilder {
                 continue;
             }
             self.merged.remove_part(&repo.merged);
+            self.pieces.remove_part(&repo.merged);
             repo.rebuild(list, settings);
             changed.push(*n);
         }
@@ -453,11 +475,12 @@ impl RouteBuilder {
     #[cfg(test)]
     fn cache_sizes(&self) -> [usize; 6] {
         let (by_router, by_rule) = self.scopes.len();
+        let (objects, entries) = self.pieces.len();
         [
             self.repos.len(),
             self.repos.values().map(|r| r.containers.len()).sum(),
-            self.render.len(),
-            self.listing.len(),
+            objects,
+            entries,
             by_router,
             by_rule,
         ]
@@ -717,13 +740,16 @@ mod tests {
                 builder.merged.origins.keys().collect::<Vec<_>>(),
                 union.origins.keys().collect::<Vec<_>>()
             );
-            let routers = full.router_count;
-            // Objects are the lines at the depth of `http.routers.<name>`.
-            let objects = full
-                .routes_yaml
-                .lines()
-                .filter(|l| l.starts_with("    \""))
-                .count();
+            // The pieces are those of the union (stage 3 is applied to them for one build).
+            let (routers, objects) = [Proto::Http, Proto::Tcp, Proto::Udp]
+                .iter()
+                .map(|p| builder.merged.section_ref(*p))
+                .fold((0, 0), |(r, o), s| {
+                    (
+                        r + s.routers.len(),
+                        o + s.routers.len() + s.services.len() + s.middlewares.len(),
+                    )
+                });
             let repos: BTreeSet<NetworkId> = containers.iter().map(|c| c.network_id).collect();
             let [n_repos, n_containers, rendered, listed, by_router, _] = builder.cache_sizes();
             assert_eq!(n_repos, repos.len());

@@ -23,7 +23,7 @@ pub struct Listing {
 }
 
 impl Listing {
-    fn from_text(text: String) -> Listing {
+    pub(crate) fn from_text(text: String) -> Listing {
         Listing {
             text: Arc::from(text),
             value: OnceLock::new(),
@@ -86,7 +86,7 @@ impl std::ops::Index<&str> for Listing {
 
 /// Writes the document around the entries: `entries(proto, out)` appends the entries of one
 /// protocol, each indented and followed by `,\n` (the last comma is taken back here).
-fn assemble(out: &mut String, mut entries: impl FnMut(Proto, &mut String)) {
+pub(crate) fn assemble(out: &mut String, mut entries: impl FnMut(Proto, &mut String)) {
     out.push_str("{\n");
     for (i, proto) in [Proto::Http, Proto::Tcp, Proto::Udp]
         .into_iter()
@@ -212,7 +212,7 @@ fn same_origin(a: &Origin, b: &Origin) -> bool {
 
 /// One entry as it appears in the body: pretty-printed at the depth of `http[i]`, followed by
 /// `,\n`. Every string is escaped by serde_json, so a newline in the text is always layout.
-fn entry_text(entry: &serde_json::Value) -> String {
+pub(crate) fn entry_text(entry: &serde_json::Value) -> String {
     let pretty = serde_json::to_string_pretty(entry).expect("a JSON value always serializes");
     let mut text = String::with_capacity(pretty.len() + pretty.len() / 4);
     text.push_str("    ");
@@ -227,7 +227,7 @@ fn entry_text(entry: &serde_json::Value) -> String {
 }
 
 /// One router of `/routes.json`, its keys in sorted order (the body's keys are sorted).
-fn entry(
+pub(crate) fn entry(
     s: &SharedSection,
     proto: Proto,
     name: &str,

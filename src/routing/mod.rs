@@ -19,6 +19,7 @@ pub mod listing;
 pub mod merge;
 pub mod metrics;
 pub mod ownership;
+pub mod pieces;
 pub mod port_allocation;
 pub mod redeploy;
 pub mod render;

@@ -133,7 +133,7 @@ fn render_kind(
 }
 
 /// The text of one object at the depth of `http.routers.<name>`.
-fn render_object(name: &str, value: &Value) -> String {
+pub(crate) fn render_object(name: &str, value: &Value) -> String {
     let mut text = String::new();
     indent(&mut text, 2);
     text.push_str(&quote(name));
