@@ -203,8 +203,10 @@ pub fn build_with(
         }
     }
     let mut published = merge::merge(&mut fragments, &mut report.conflicts);
+    let order = claims::AgeOrder::of(&published);
     let (claims, _) = judge_claims(
         &mut published,
+        &order,
         &fragments,
         settings,
         previous,
@@ -236,6 +238,8 @@ pub struct RouteBuilder {
     merged: merge::Published,
     /// The rendered pieces of `merged`.
     pieces: pieces::Pieces,
+    /// The routers of `merged` in the order stage 3 judges them.
+    order: claims::AgeOrder,
     scopes: claims::ScopeCache,
     timings: StageTimes,
 }
@@ -363,6 +367,7 @@ impl RouteBuilder {
             let repo = &self.repos[n];
             self.merged.add_part(&repo.merged);
             self.pieces.add_part(&repo.merged);
+            self.order.add_part(&repo.merged);
         }
         let mut report = Report::default();
         let mut merge_conflicts: Vec<&merge::KeyedConflict> = Vec::new();
@@ -390,6 +395,7 @@ impl RouteBuilder {
         let t = std::time::Instant::now();
         let (claims, undo) = judge_claims(
             &mut self.merged,
+            &self.order,
             &port_fragments,
             settings,
             previous,
@@ -454,6 +460,7 @@ impl RouteBuilder {
             if let Some(repo) = self.repos.remove(&n) {
                 self.merged.remove_part(&repo.merged);
                 self.pieces.remove_part(&repo.merged);
+                self.order.remove_part(&repo.merged);
             }
         }
         let mut changed = Vec::new();
@@ -464,19 +471,22 @@ impl RouteBuilder {
             }
             self.merged.remove_part(&repo.merged);
             self.pieces.remove_part(&repo.merged);
+            self.order.remove_part(&repo.merged);
             repo.rebuild(list, settings);
             changed.push(*n);
         }
         changed
     }
 
-    /// What the caches hold (tests: they forget what is gone): repositories, containers,
+    /// What the caches hold (tests: they forget what is gone): routers in age order,
+    /// repositories, containers,
     /// rendered objects, listing entries, parsed rules (by router, by rule).
     #[cfg(test)]
-    fn cache_sizes(&self) -> [usize; 6] {
+    fn cache_sizes(&self) -> [usize; 7] {
         let (by_router, by_rule) = self.scopes.len();
         let (objects, entries) = self.pieces.len();
         [
+            self.order.len(),
             self.repos.len(),
             self.repos.values().map(|r| r.containers.len()).sum(),
             objects,
@@ -522,6 +532,7 @@ impl Undo {
 /// Stage 3: hosts, then ports, then what refused routers leave behind.
 fn judge_claims(
     published: &mut merge::Published,
+    order: &claims::AgeOrder,
     fragments: &[&fragment::Fragment],
     settings: &RouteSettings,
     previous: &Claims,
@@ -531,6 +542,7 @@ fn judge_claims(
     let mut undo = Undo::default();
     let hosts = claims::judge_hosts(
         published,
+        order,
         settings,
         &previous.hosts,
         scopes,
@@ -539,6 +551,7 @@ fn judge_claims(
     );
     let ports = claims::judge_ports(
         published,
+        order,
         fragments,
         settings,
         &previous.ports,
@@ -751,7 +764,9 @@ mod tests {
                     )
                 });
             let repos: BTreeSet<NetworkId> = containers.iter().map(|c| c.network_id).collect();
-            let [n_repos, n_containers, rendered, listed, by_router, _] = builder.cache_sizes();
+            let [aged, n_repos, n_containers, rendered, listed, by_router, _] =
+                builder.cache_sizes();
+            assert_eq!(aged, routers);
             assert_eq!(n_repos, repos.len());
             assert_eq!(n_containers, containers.len());
             assert_eq!(rendered, objects);
@@ -764,7 +779,7 @@ mod tests {
                 hosts: full.hosts,
             };
         }
-        assert_eq!(builder.cache_sizes(), [0; 6]);
+        assert_eq!(builder.cache_sizes(), [0; 7]);
         assert_eq!(
             builder.build(&[], &st, &claims).routes_yaml,
             "{}\n",

@@ -50,36 +50,76 @@ fn refusal(
     v
 }
 
-/// A router in the order of its claims.
-struct Aged {
-    proto: Proto,
-    name: String,
-    router: Shared,
-    network_id: NetworkId,
-    created: i64,
+/// Routers in the order their claims are judged: oldest claim first (the creation time of the
+/// oldest container defining them), then network, protocol and name (deterministic). A route
+/// builder keeps one up to date as repositories change ([`AgeOrder::add_part`],
+/// [`AgeOrder::remove_part`]) instead of sorting every router on every build.
+#[derive(Debug, Default)]
+pub struct AgeOrder {
+    routers: BTreeMap<(i64, NetworkId, Proto, String), Shared>,
 }
 
-/// Routers of `protos`, oldest claim first (then network, then name: deterministic).
-fn by_age(published: &Published, protos: &[Proto]) -> Vec<Aged> {
-    let mut out: Vec<(i64, NetworkId, Proto, &String, &Shared)> = protos
-        .iter()
-        .flat_map(|p| {
-            published
-                .routers_with_origins(*p)
-                .map(move |(n, r, o)| (o.created, o.network_id, *p, n, r))
-        })
-        .collect();
-    // (protocol, name) is unique: no two entries compare equal.
-    out.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
-    out.into_iter()
-        .map(|(created, network_id, proto, name, router)| Aged {
-            proto,
-            name: name.clone(),
-            router: Shared::clone(router),
-            network_id,
-            created,
-        })
-        .collect()
+impl AgeOrder {
+    /// The order of every router of `published`.
+    pub fn of(published: &Published) -> AgeOrder {
+        let mut order = AgeOrder::default();
+        order.add_part(published);
+        order
+    }
+
+    /// Adds the routers of `part` (one repository's merge).
+    pub fn add_part(&mut self, part: &Published) {
+        for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+            for (name, router, o) in part.routers_with_origins(proto) {
+                self.routers.insert(
+                    (o.created, o.network_id, proto, name.clone()),
+                    Shared::clone(router),
+                );
+            }
+        }
+    }
+
+    /// Takes out the routers of `part` ([`AgeOrder::add_part`]).
+    pub fn remove_part(&mut self, part: &Published) {
+        for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+            for (name, _, o) in part.routers_with_origins(proto) {
+                self.routers
+                    .remove(&(o.created, o.network_id, proto, name.clone()));
+            }
+        }
+    }
+
+    /// How many routers it holds (tests: it forgets what is gone).
+    pub fn len(&self) -> usize {
+        self.routers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routers.is_empty()
+    }
+
+    /// The routers of `protos`, in order.
+    fn of_protos<'a>(&'a self, protos: &'a [Proto]) -> impl Iterator<Item = Aged<'a>> {
+        self.routers
+            .iter()
+            .filter(|((_, _, p, _), _)| protos.contains(p))
+            .map(|((created, network_id, proto, name), router)| Aged {
+                proto: *proto,
+                name,
+                router,
+                network_id: *network_id,
+                created: *created,
+            })
+    }
+}
+
+/// A router in the order of its claims.
+struct Aged<'a> {
+    proto: Proto,
+    name: &'a String,
+    router: &'a Shared,
+    network_id: NetworkId,
+    created: i64,
 }
 
 /// What the scopes of a router depend on: protocol, rule, syntax and `tls.domains`.
@@ -88,25 +128,46 @@ type ScopeKey = (Proto, Option<Value>, Option<Value>, Option<Value>);
 /// A router's scopes, or why it has none.
 type Scopes = std::sync::Arc<Result<BTreeSet<HostScope>, String>>;
 
+/// A router's verdict when the rules alone decide it (every scope is an automatic-route host
+/// of its own network, granted, or refused by the rules): `None` when the claims table must
+/// be read.
+type RulesVerdict = Option<Result<(), (String, Option<u32>)>>;
+
 /// Parsed rules, so a rebuild parses only new or changed rules: by router object (a pointer
 /// comparison for the routers a rebuild shares with the last one; the entry holds the router,
-/// so its address cannot be reused meanwhile) and by what the scopes depend on (equal rules of
-/// different routers are parsed once). Entries not used by a build are dropped at its end, so
-/// the cache follows the live routers.
+/// so its address cannot be reused meanwhile), with the verdict of the rules when they alone
+/// decide, and by what the scopes depend on (equal rules of different routers are parsed
+/// once). Entries not used by a build are dropped at its end, so the cache follows the live
+/// routers. The rules are the builder's settings: a builder starts over when they change.
 #[derive(Debug, Default)]
 pub struct ScopeCache {
-    by_router: std::collections::HashMap<(Proto, usize), (Shared, Scopes, bool)>,
+    by_router: std::collections::HashMap<(Proto, usize, u32), ByRouter>,
     entries: BTreeMap<ScopeKey, (Scopes, bool)>,
 }
 
+#[derive(Debug)]
+struct ByRouter {
+    router: Shared,
+    scopes: Scopes,
+    verdict: RulesVerdict,
+    used: bool,
+}
+
 impl ScopeCache {
-    fn scopes(&mut self, proto: Proto, router: &Shared) -> Scopes {
-        let address = (proto, Shared::as_ptr(router) as usize);
-        if let Some((held, scopes, used)) = self.by_router.get_mut(&address)
-            && Shared::ptr_eq(held, router)
+    /// The scopes of `router` (of network `n`) and, when the rules alone decide, its verdict.
+    fn judged(
+        &mut self,
+        proto: Proto,
+        router: &Shared,
+        n: u32,
+        rules: &HostRules,
+    ) -> (Scopes, RulesVerdict) {
+        let address = (proto, Shared::as_ptr(router) as usize, n);
+        if let Some(e) = self.by_router.get_mut(&address)
+            && Shared::ptr_eq(&e.router, router)
         {
-            *used = true;
-            return Scopes::clone(scopes);
+            e.used = true;
+            return (Scopes::clone(&e.scopes), e.verdict.clone());
         }
         let key = (
             proto,
@@ -120,24 +181,50 @@ impl ScopeCache {
             .or_insert_with(|| (Scopes::new(router_scopes(proto, router)), false));
         entry.1 = true;
         let scopes = Scopes::clone(&entry.0);
+        let verdict = rules_verdict(proto, &scopes, n, rules);
         self.by_router.insert(
             address,
-            (Shared::clone(router), Scopes::clone(&scopes), true),
+            ByRouter {
+                router: Shared::clone(router),
+                scopes: Scopes::clone(&scopes),
+                verdict: verdict.clone(),
+                used: true,
+            },
         );
-        scopes
+        (scopes, verdict)
     }
 
     /// Drops the entries the last build did not use.
     fn sweep(&mut self) {
         self.entries.retain(|_, (_, used)| std::mem::take(used));
-        self.by_router
-            .retain(|_, (_, _, used)| std::mem::take(used));
+        self.by_router.retain(|_, e| std::mem::take(&mut e.used));
     }
 
     /// How many parsed rules the cache holds (tests: it forgets what is gone).
     pub fn len(&self) -> (usize, usize) {
         (self.by_router.len(), self.entries.len())
     }
+}
+
+/// The verdict on a router's scopes when the rules alone decide it, judging the scopes in
+/// order as [`judge_hosts`] does: it is the rules' only if no scope before the first refusal
+/// needs the claims table.
+fn rules_verdict(proto: Proto, scopes: &Scopes, n: u32, rules: &HostRules) -> RulesVerdict {
+    let scopes = match scopes.as_ref() {
+        Err(e) => return Some(Err((e.clone(), None))),
+        Ok(scopes) => scopes,
+    };
+    for scope in scopes {
+        if proto == Proto::Tcp && *scope == HostScope::Any {
+            continue;
+        }
+        match ownership::judge_by_rules(scope, n, rules) {
+            Ok(None) => {}
+            Ok(Some(_)) => return None,
+            Err(r) => return Some(Err((r.reason, r.owner))),
+        }
+    }
+    Some(Ok(()))
 }
 
 /// The host scopes a router asks for: its rule's, plus its `tls.domains`.
@@ -176,10 +263,11 @@ fn router_scopes(proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, St
     Ok(scopes)
 }
 
-/// Judges every HTTP and TCP router's hosts; removes the refused ones. Returns the claims
-/// table after this build (previous claims plus the new ones).
+/// Judges every HTTP and TCP router's hosts, in `order`; removes the refused ones. Returns the
+/// claims table after this build (previous claims plus the new ones).
 pub fn judge_hosts(
     published: &mut Published,
+    order: &AgeOrder,
     settings: &RouteSettings,
     previous: &HostTable,
     cache: &mut ScopeCache,
@@ -191,38 +279,22 @@ pub fn judge_hosts(
         policy: &settings.host_policy,
         auto: settings.auto_hosts.as_ref(),
     };
+    let mut refusals: Vec<(Proto, String, String, Option<u32>)> = Vec::new();
     for Aged {
         proto,
         name,
         router,
         network_id,
         created,
-    } in by_age(published, &[Proto::Http, Proto::Tcp])
+    } in order.of_protos(&[Proto::Http, Proto::Tcp])
     {
         let n = network_id.get();
-        let scopes = cache.scopes(proto, &router);
-        let verdict = match scopes.as_ref() {
-            Err(e) => Err((e.clone(), None)),
-            Ok(scopes) => {
-                let mut new_claims = Vec::new();
-                let mut verdict = Ok(());
-                for scope in scopes {
-                    // HostSNI(`*`) is judged with the entrypoint, which the repository must
-                    // hold alone (judge_ports).
-                    if proto == Proto::Tcp && *scope == HostScope::Any {
-                        continue;
-                    }
-                    match ownership::judge(scope, n, &rules, &table) {
-                        Ok(Some(host)) => new_claims.push(host),
-                        Ok(None) => {}
-                        Err(r) => {
-                            verdict = Err((r.reason, r.owner));
-                            break;
-                        }
-                    }
-                }
-                verdict.map(|()| new_claims)
-            }
+        let (scopes, verdict) = cache.judged(proto, router, n, &rules);
+        let verdict = match (verdict, scopes.as_ref()) {
+            (Some(Ok(())), _) => Ok(Vec::new()),
+            (Some(Err(e)), _) => Err(e),
+            (None, Err(e)) => Err((e.clone(), None)),
+            (None, Ok(scopes)) => judge_scopes(proto, scopes, n, &rules, &table),
         };
         match verdict {
             Ok(new_claims) => {
@@ -234,18 +306,44 @@ pub fn judge_hosts(
                     });
                 }
             }
-            Err((reason, owner)) => {
-                let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
-                let rule_text = router.get_str("rule").unwrap_or("");
-                if let Some(r) = published.section(proto).routers.remove(&name) {
-                    removed.push((proto, name.clone(), r));
-                }
-                refused.push(refusal(proto, &name, &o, Some(rule_text), &reason, owner));
-            }
+            Err((reason, owner)) => refusals.push((proto, name.clone(), reason, owner)),
+        }
+    }
+    for (proto, name, reason, owner) in refusals {
+        let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
+        if let Some(r) = published.section(proto).routers.remove(&name) {
+            let rule_text = r.get_str("rule").unwrap_or("");
+            refused.push(refusal(proto, &name, &o, Some(rule_text), &reason, owner));
+            removed.push((proto, name, r));
         }
     }
     cache.sweep();
     table
+}
+
+/// Judges a router's scopes in order against the rules and the table: the new claims, or the
+/// first refusal.
+fn judge_scopes(
+    proto: Proto,
+    scopes: &BTreeSet<HostScope>,
+    n: u32,
+    rules: &HostRules,
+    table: &HostTable,
+) -> Result<Vec<String>, (String, Option<u32>)> {
+    let mut new_claims = Vec::new();
+    for scope in scopes {
+        // HostSNI(`*`) is judged with the entrypoint, which the repository must hold alone
+        // (judge_ports).
+        if proto == Proto::Tcp && *scope == HostScope::Any {
+            continue;
+        }
+        match ownership::judge(scope, n, rules, table) {
+            Ok(Some(host)) => new_claims.push(host),
+            Ok(None) => {}
+            Err(r) => return Err((r.reason, r.owner)),
+        }
+    }
+    Ok(new_claims)
 }
 
 fn entrypoint_port(ep: &str, proto: &str) -> Option<u16> {
@@ -258,6 +356,7 @@ fn entrypoint_port(ep: &str, proto: &str) -> Option<u16> {
 #[allow(clippy::too_many_arguments)]
 pub fn judge_ports(
     published: &mut Published,
+    order: &AgeOrder,
     fragments: &[&Fragment],
     settings: &RouteSettings,
     previous: &PortTable,
@@ -284,8 +383,12 @@ pub fn judge_ports(
         router,
         network_id,
         created,
-    } in by_age(published, &[Proto::Tcp, Proto::Udp])
+    } in order.of_protos(&[Proto::Tcp, Proto::Udp])
     {
+        // Refused by its hosts already.
+        if !published.section_ref(proto).routers.contains_key(name) {
+            continue;
+        }
         for ep in router.get_list("entryPoints") {
             if let Some(p) = entrypoint_port(&ep, proto.as_str()) {
                 asks.push((
