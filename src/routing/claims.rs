@@ -122,27 +122,23 @@ struct Aged<'a> {
     created: i64,
 }
 
-/// What the scopes of a router depend on: protocol, rule, syntax and `tls.domains`.
-type ScopeKey = (Proto, Option<Value>, Option<Value>, Option<Value>);
-
-/// A router's scopes, or why it has none.
-type Scopes = std::sync::Arc<Result<BTreeSet<HostScope>, String>>;
+/// A router's scopes (sorted), or why it has none.
+type Scopes = std::sync::Arc<Result<Vec<HostScope>, String>>;
 
 /// A router's verdict when the rules alone decide it (every scope is an automatic-route host
 /// of its own network, granted, or refused by the rules): `None` when the claims table must
 /// be read.
 type RulesVerdict = Option<Result<(), (String, Option<u32>)>>;
 
-/// Parsed rules, so a rebuild parses only new or changed rules: by router object (a pointer
-/// comparison for the routers a rebuild shares with the last one; the entry holds the router,
-/// so its address cannot be reused meanwhile), with the verdict of the rules when they alone
-/// decide, and by what the scopes depend on (equal rules of different routers are parsed
-/// once). Entries not used by a build are dropped at its end, so the cache follows the live
-/// routers. The rules are the builder's settings: a builder starts over when they change.
+/// Parsed rules by router object, so a rebuild parses only the rules of new or changed
+/// containers: a pointer comparison finds the routers a rebuild shares with the last one (the
+/// entry holds the router, so its address cannot be reused meanwhile). Each entry keeps the
+/// verdict of the rules when they alone decide. Entries not used by a build are dropped at
+/// its end, so the cache follows the live routers. The rules are the builder's settings: a
+/// builder starts over when they change.
 #[derive(Debug, Default)]
 pub struct ScopeCache {
     by_router: std::collections::HashMap<(Proto, usize, u32), ByRouter>,
-    entries: BTreeMap<ScopeKey, (Scopes, bool)>,
 }
 
 #[derive(Debug)]
@@ -169,18 +165,7 @@ impl ScopeCache {
             e.used = true;
             return (Scopes::clone(&e.scopes), e.verdict.clone());
         }
-        let key = (
-            proto,
-            router.get("rule").cloned(),
-            router.get("ruleSyntax").cloned(),
-            router.get("tls").and_then(|t| t.get("domains")).cloned(),
-        );
-        let entry = self
-            .entries
-            .entry(key)
-            .or_insert_with(|| (Scopes::new(router_scopes(proto, router)), false));
-        entry.1 = true;
-        let scopes = Scopes::clone(&entry.0);
+        let scopes = Scopes::new(router_scopes(proto, router).map(|s| s.into_iter().collect()));
         let verdict = rules_verdict(proto, &scopes, n, rules);
         self.by_router.insert(
             address,
@@ -196,13 +181,16 @@ impl ScopeCache {
 
     /// Drops the entries the last build did not use.
     fn sweep(&mut self) {
-        self.entries.retain(|_, (_, used)| std::mem::take(used));
         self.by_router.retain(|_, e| std::mem::take(&mut e.used));
     }
 
     /// How many parsed rules the cache holds (tests: it forgets what is gone).
-    pub fn len(&self) -> (usize, usize) {
-        (self.by_router.len(), self.entries.len())
+    pub fn len(&self) -> usize {
+        self.by_router.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_router.is_empty()
     }
 }
 
@@ -325,7 +313,7 @@ pub fn judge_hosts(
 /// first refusal.
 fn judge_scopes(
     proto: Proto,
-    scopes: &BTreeSet<HostScope>,
+    scopes: &[HostScope],
     n: u32,
     rules: &HostRules,
     table: &HostTable,

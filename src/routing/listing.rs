@@ -283,7 +283,6 @@ mod tests {
     use super::*;
     use crate::addresses::NetworkId;
     use crate::routing::merge::Obj;
-    use std::collections::BTreeSet;
 
     fn router(rule: &str, service: &str) -> Shared {
         let mut r = Value::empty_map();
@@ -307,7 +306,7 @@ mod tests {
             (proto, Obj::Router, name.into()),
             Origin {
                 network_id: NetworkId::new(2816).unwrap(),
-                containers: BTreeSet::from([container.to_string()]),
+                containers: [container].into_iter().collect(),
                 tier: 2,
                 created: 0,
             },
