@@ -24,7 +24,7 @@ use crate::routing::{claims, fragment, listing, merge, pieces, render};
 
 /// Health as the daemon reports it; Traefik routes only containers without a healthcheck or
 /// healthy ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     None,
@@ -197,7 +197,7 @@ pub fn build_with(
     let stage_one: Vec<StageOne> = sorted.iter().map(|c| StageOne::of(c, settings)).collect();
     let mut fragments = Vec::new();
     for (c, one) in sorted.iter().zip(&stage_one) {
-        one.report(c, &mut report);
+        one.report(c.network_id, &c.name, &c.id, &mut report);
         if let Ok(Some(f)) = &one.outcome {
             fragments.push(f);
         }
@@ -240,6 +240,8 @@ pub struct RouteBuilder {
     pieces: pieces::Pieces,
     /// The routers of `merged` in the order stage 3 judges them.
     order: claims::AgeOrder,
+    /// The key of the label hashes in [`Seen`].
+    labels_key: std::hash::RandomState,
     scopes: claims::ScopeCache,
     timings: StageTimes,
 }
@@ -273,14 +275,14 @@ impl StageOne {
         StageOne { outcome, notes }
     }
 
-    /// Adds the container's rejection or notes to the report.
-    fn report(&self, c: &Container, report: &mut Report) {
+    /// Adds the rejection or notes of container `name` (`id`) of network `n` to the report.
+    fn report(&self, n: NetworkId, name: &str, id: &str, report: &mut Report) {
         report.conflicts.extend(self.notes.iter().cloned());
         if let Err(reason) = &self.outcome {
             report.rejected.push(serde_json::json!({
-                "network_id": c.network_id,
-                "container": c.name,
-                "id": c.id,
+                "network_id": n,
+                "container": name,
+                "id": id,
                 "reason": reason,
             }));
         }
@@ -299,41 +301,70 @@ struct Report {
 #[derive(Debug, Default)]
 struct RepoState {
     /// Its containers in report order, each with its stage-1 outcome.
-    containers: Vec<(Container, StageOne)>,
+    containers: Vec<(Seen, StageOne)>,
     /// Stage 2 over its containers alone.
     merged: merge::Published,
     merge_conflicts: Vec<merge::KeyedConflict>,
 }
 
+/// What the builder keeps of a container to tell whether it changed: its identity exactly,
+/// its labels by a hash with a key chosen at random per builder (so no tenant can aim at a
+/// collision; Docker never changes a container's labels anyway: a new label set is a new
+/// container ID). A copy of every container would be the largest thing the builder holds.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Seen {
+    id: String,
+    name: String,
+    health: Health,
+    created: i64,
+    labels: u64,
+}
+
+impl Seen {
+    fn of(c: &Container, key: &std::hash::RandomState) -> Seen {
+        Seen {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            health: c.health,
+            created: c.created,
+            labels: std::hash::BuildHasher::hash_one(key, &c.labels),
+        }
+    }
+
+    fn is(&self, c: &Container, key: &std::hash::RandomState) -> bool {
+        self.id == c.id
+            && self.name == c.name
+            && self.health == c.health
+            && self.created == c.created
+            && self.labels == std::hash::BuildHasher::hash_one(key, &c.labels)
+    }
+}
+
 impl RepoState {
-    fn has(&self, containers: &[&Container]) -> bool {
+    fn has(&self, containers: &[&Container], key: &std::hash::RandomState) -> bool {
         self.containers.len() == containers.len()
             && self
                 .containers
                 .iter()
                 .zip(containers)
-                .all(|((mine, _), theirs)| mine == *theirs)
+                .all(|((seen, _), c)| seen.is(c, key))
     }
 
     /// Stage 1 for its new and changed containers (the others keep theirs), then stage 2.
-    fn rebuild(&mut self, containers: &[&Container], settings: &RouteSettings) {
-        let (old_containers, mut old): (Vec<Container>, Vec<Option<StageOne>>) =
-            std::mem::take(&mut self.containers)
-                .into_iter()
-                .map(|(c, one)| (c, Some(one)))
-                .unzip();
-        let previous: std::collections::HashMap<(&str, &str), usize> = old_containers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ((c.name.as_str(), c.id.as_str()), i))
-            .collect();
+    fn rebuild(
+        &mut self,
+        containers: &[&Container],
+        settings: &RouteSettings,
+        key: &std::hash::RandomState,
+    ) {
+        let old = std::mem::take(&mut self.containers);
+        let mut previous: std::collections::HashMap<Seen, StageOne> = old.into_iter().collect();
         for c in containers {
-            let reused = previous
-                .get(&(c.name.as_str(), c.id.as_str()))
-                .filter(|i| old_containers[**i] == **c)
-                .and_then(|i| old[*i].take());
-            let one = reused.unwrap_or_else(|| StageOne::of(c, settings));
-            self.containers.push(((*c).clone(), one));
+            let seen = Seen::of(c, key);
+            let one = previous
+                .remove(&seen)
+                .unwrap_or_else(|| StageOne::of(c, settings));
+            self.containers.push((seen, one));
         }
         let mut fragments: Vec<&fragment::Fragment> = self
             .containers
@@ -372,9 +403,9 @@ impl RouteBuilder {
         let mut report = Report::default();
         let mut merge_conflicts: Vec<&merge::KeyedConflict> = Vec::new();
         let mut port_fragments: Vec<&fragment::Fragment> = Vec::new();
-        for repo in self.repos.values() {
-            for (c, one) in &repo.containers {
-                one.report(c, &mut report);
+        for (n, repo) in &self.repos {
+            for (seen, one) in &repo.containers {
+                one.report(*n, &seen.name, &seen.id, &mut report);
                 if let Ok(Some(f)) = &one.outcome
                     && !f.ports.is_empty()
                 {
@@ -466,13 +497,13 @@ impl RouteBuilder {
         let mut changed = Vec::new();
         for (n, list) in &grouped {
             let repo = self.repos.entry(*n).or_default();
-            if repo.has(list) {
+            if repo.has(list, &self.labels_key) {
                 continue;
             }
             self.merged.remove_part(&repo.merged);
             self.pieces.remove_part(&repo.merged);
             self.order.remove_part(&repo.merged);
-            repo.rebuild(list, settings);
+            repo.rebuild(list, settings, &self.labels_key);
             changed.push(*n);
         }
         changed

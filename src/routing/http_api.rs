@@ -56,7 +56,7 @@ impl Published {
 }
 
 /// Text shared with the snapshot, served without a copy.
-struct SharedText(Arc<str>);
+struct SharedText(Arc<String>);
 
 impl AsRef<[u8]> for SharedText {
     fn as_ref(&self) -> &[u8] {

@@ -18,20 +18,21 @@ use crate::routing::traefik_labels::Value;
 /// The `/routes.json` body: `{"http": [...], "tcp": [...], "udp": [...]}`.
 #[derive(Clone)]
 pub struct Listing {
-    text: Arc<str>,
+    /// Shared with the served body (an `Arc<str>` would copy the text once more per build).
+    text: Arc<String>,
     value: OnceLock<serde_json::Value>,
 }
 
 impl Listing {
     pub(crate) fn from_text(text: String) -> Listing {
         Listing {
-            text: Arc::from(text),
+            text: Arc::new(text),
             value: OnceLock::new(),
         }
     }
 
     /// The body as served: canonical JSON (sorted keys, pretty-printed, final newline).
-    pub fn text(&self) -> &Arc<str> {
+    pub fn text(&self) -> &Arc<String> {
         &self.text
     }
 
