@@ -798,8 +798,10 @@ mod tests {
             assert_eq!(n_containers, containers.len());
             assert_eq!(rendered, objects);
             assert_eq!(listed, routers);
-            assert!(
-                by_router <= builder.merged.http.routers.len() + builder.merged.tcp.routers.len()
+            // Every router judged by its hosts has its parsed rule, no other.
+            assert_eq!(
+                by_router,
+                builder.merged.http.routers.len() + builder.merged.tcp.routers.len()
             );
             claims = Claims {
                 ports: full.ports,
