@@ -815,4 +815,91 @@ mod tests {
             "nothing is left of the last repositories"
         );
     }
+
+    /// A container of a small pool of shapes; `health` and `variant` change it without
+    /// changing its ID (what the builder must still notice).
+    fn pooled(n: u32, slot: u32, shape: u8, health: u8, variant: u8) -> Container {
+        let port = (8080 + u32::from(variant % 2)).to_string();
+        let mut c = match shape % 5 {
+            0 => container(
+                n,
+                &format!("a{slot}"),
+                slot,
+                &[("rediacc.service_port", &port)],
+            ),
+            1 => claimant(n, slot),
+            2 => container(
+                n,
+                &format!("w{slot}"),
+                slot,
+                &[
+                    ("traefik.enable", "true"),
+                    ("traefik.http.routers.r.rule", "Host(`w.example.org`)"),
+                    ("traefik.http.services.r.loadbalancer.server.port", &port),
+                ],
+            ),
+            3 => container(
+                n,
+                &format!("d{slot}"),
+                slot,
+                &[("rediacc.tcp_ports", "5432,0:6379")],
+            ),
+            _ => container(
+                n,
+                &format!("b{slot}"),
+                slot,
+                &[
+                    ("traefik.enable", "true"),
+                    ("traefik.http.routers.b.nosuch", "1"),
+                ],
+            ),
+        };
+        c.health = [Health::None, Health::Healthy, Health::Starting][usize::from(health % 3)];
+        c.id = format!("{}-{shape}", c.id);
+        c
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, .. Default::default() })]
+        /// A long-lived builder equals a full build after every change, including changes the
+        /// container ID does not show (health, labels), repositories appearing and leaving,
+        /// and several containers claiming the same names.
+        #[test]
+        fn incremental_equals_full_with_silent_changes(
+            changes in proptest::collection::vec(
+                (0u32..4, 0u32..3, 0u8..4, 0u8..5, 0u8..3),
+                1..30,
+            )
+        ) {
+            let st = settings();
+            // (network, slot) → (shape, health, variant)
+            let mut live: BTreeMap<(u32, u32), (u8, u8, u8)> = BTreeMap::new();
+            let mut builder = RouteBuilder::default();
+            let mut claims = Claims::default();
+            for (k, slot, action, shape, health) in changes {
+                let n = 2816 + 64 * k;
+                match (action, live.get_mut(&(n, slot))) {
+                    // The same container (same ID) relabelled, or its health changed.
+                    (0, Some(c)) => c.2 ^= 1,
+                    (1, Some(c)) => c.1 = health,
+                    (2, _) => {
+                        live.remove(&(n, slot));
+                    }
+                    _ => {
+                        live.insert((n, slot), (shape, health, 0));
+                    }
+                }
+                let containers: Vec<Container> = live
+                    .iter()
+                    .map(|((n, slot), (shape, health, variant))| {
+                        pooled(*n, *slot, *shape, *health, *variant)
+                    })
+                    .collect();
+                let incremental = builder.build(&containers, &st, &claims);
+                let full = build_with(&containers, &st, &claims);
+                assert_same(&incremental, &full);
+                claims = Claims { ports: full.ports, hosts: full.hosts };
+            }
+        }
+    }
 }
