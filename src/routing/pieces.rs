@@ -201,3 +201,127 @@ impl Pieces {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addresses::NetworkId;
+    use crate::routing::merge::{Origin, Shared};
+    use crate::routing::traefik_labels::Value;
+    use proptest::prelude::*;
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(Value::Str),
+            "[ -~]{0,8}".prop_map(Value::Str),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    /// `protocol → kind → name → object` as a configuration with an origin for each object.
+    fn published(doc: &[Vec<BTreeMap<String, Value>>]) -> Published {
+        let mut p = Published::default();
+        for (proto, kinds) in PROTOS.iter().zip(doc) {
+            for ((obj, _), objects) in KINDS.iter().zip(kinds) {
+                for (name, value) in objects {
+                    crate::routing::merge::section_map(p.section(*proto), *obj)
+                        .insert(name.clone(), Shared::new(value.clone()));
+                    p.origins.insert(
+                        (*proto, *obj, name.clone()),
+                        Origin {
+                            network_id: NetworkId::new(2816).unwrap(),
+                            containers: [name.as_str()].into_iter().collect(),
+                            tier: 1,
+                            created: 0,
+                        },
+                    );
+                }
+            }
+        }
+        p
+    }
+
+    /// The bodies the reference renderers make of the whole document.
+    fn reference(p: &Published) -> (String, Vec<u8>) {
+        let mut doc = BTreeMap::new();
+        let mut list = serde_json::Map::new();
+        for proto in PROTOS {
+            let s = p.section_ref(proto);
+            let mut kinds = BTreeMap::new();
+            for (obj, kind) in KINDS {
+                let objects = match obj {
+                    Obj::Router => &s.routers,
+                    Obj::Service => &s.services,
+                    Obj::Middleware => &s.middlewares,
+                };
+                if !objects.is_empty() {
+                    let plain = objects.iter().map(|(k, v)| (k.clone(), (**v).clone()));
+                    kinds.insert(kind.to_string(), Value::Map(plain.collect()));
+                }
+            }
+            if !kinds.is_empty() {
+                doc.insert(proto.as_str().to_string(), Value::Map(kinds));
+            }
+            let entries = p
+                .routers_with_origins(proto)
+                .map(|(n, r, o)| listing::entry(s, proto, n, r, o))
+                .collect();
+            list.insert(proto.as_str().into(), serde_json::Value::Array(entries));
+        }
+        (
+            render::to_yaml(&Value::Map(doc)),
+            crate::routing::http_api::canonical_json(&serde_json::Value::Object(list)).to_vec(),
+        )
+    }
+
+    fn arb_doc() -> impl Strategy<Value = Vec<Vec<BTreeMap<String, Value>>>> {
+        prop::collection::vec(
+            prop::collection::vec(prop::collection::btree_map("[a-d]", arb_value(), 0..3), 3),
+            3,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, .. ProptestConfig::default() })]
+        /// The bodies the route server serves, assembled from pieces, are what the reference
+        /// renderers make of the whole configuration — also after parts come and go and after
+        /// stage 3's changes are applied and taken back; and the pieces forget what is gone.
+        #[test]
+        fn pieces_equal_the_reference_renderers(first in arb_doc(), second in arb_doc()) {
+            let (a, b) = (published(&first), published(&second));
+            let mut pieces = Pieces::default();
+            pieces.add_part(&a);
+            let (yaml, json) = pieces.bodies();
+            let (ref_yaml, ref_json) = reference(&a);
+            prop_assert_eq!(&yaml, &ref_yaml);
+            prop_assert_eq!(json.text().as_bytes(), &ref_json[..]);
+
+            // Stage 3 takes every router out for one build, then gives them back.
+            let routers: Vec<(Proto, Obj, String)> = PROTOS
+                .iter()
+                .flat_map(|p| a.section_ref(*p).routers.keys().map(|n| (*p, Obj::Router, n.clone())))
+                .collect();
+            let mut without = published(&first);
+            for (p, _, n) in &routers {
+                without.section(*p).routers.remove(n);
+            }
+            let applied = pieces.apply(&without, routers, &[]);
+            prop_assert_eq!(pieces.bodies().0, reference(&without).0);
+            pieces.revert(applied);
+            prop_assert_eq!(pieces.bodies().0, ref_yaml);
+
+            pieces.remove_part(&a);
+            prop_assert_eq!(pieces.len(), (0, 0));
+            prop_assert_eq!(pieces.bodies().0, "{}\n");
+            pieces.add_part(&b);
+            prop_assert_eq!(pieces.bodies().0, reference(&b).0);
+        }
+    }
+}
