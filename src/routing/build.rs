@@ -213,11 +213,7 @@ pub fn build_with(
         &mut claims::ScopeCache::default(),
         &mut report,
     );
-    let rendered = render_published(
-        &published,
-        &mut render::RenderCache::default(),
-        &mut listing::ListingCache::default(),
-    );
+    let rendered = render_published(&published);
     snapshot(settings, rendered, report, claims)
 }
 
@@ -634,13 +630,8 @@ struct Rendered {
     services: usize,
 }
 
-/// Stage 4: the YAML document, the JSON listing, and the counts; the caches keep the text of
-/// unchanged objects and listing entries.
-fn render_published(
-    published: &merge::Published,
-    cache: &mut render::RenderCache,
-    listing: &mut listing::ListingCache,
-) -> Rendered {
+/// Stage 4 of a full build: the YAML document, the JSON listing, and the counts.
+fn render_published(published: &merge::Published) -> Rendered {
     let mut sections: render::Sections = Vec::new();
     let mut routers = 0;
     let mut services = 0;
@@ -658,8 +649,8 @@ fn render_published(
         ));
     }
     Rendered {
-        yaml: cache.to_yaml(&sections),
-        json: listing.listing(published),
+        yaml: render::sections_to_yaml(&sections),
+        json: listing::listing(published),
         routers,
         services,
     }

@@ -5,14 +5,13 @@
 //! `http_api::canonical_json` writes any value — assembled from the text of each router's
 //! entry. Why text: at thousands of routers, building (and copying, and serializing) a
 //! `serde_json::Value` for every router on every rebuild cost more than everything else a
-//! rebuild does; a [`ListingCache`] keeps each entry's text while its router, service and
-//! origin are unchanged, so a rebuild renders only the changed entries and copies the rest.
-//! Readers that want a value (`renet routes check`, tests) get one parsed on first use.
+//! rebuild does; a route builder keeps each entry's text (`pieces`), so a rebuild renders only
+//! the changed entries and copies the rest. Readers that want a value (`renet routes check`,
+//! tests) get one parsed on first use.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use crate::routing::merge::{Origin, Proto, Published, Shared, SharedSection};
+use crate::routing::merge::{Origin, Proto, Published, SharedSection};
 use crate::routing::traefik_labels::Value;
 
 /// The `/routes.json` body: `{"http": [...], "tcp": [...], "udp": [...]}`.
@@ -112,103 +111,17 @@ pub(crate) fn assemble(out: &mut String, mut entries: impl FnMut(Proto, &mut Str
     out.push_str("}\n");
 }
 
-/// What one entry was made from, and its text.
-#[derive(Debug)]
-struct Listed {
-    router: Shared,
-    service: Option<Shared>,
-    origin: Origin,
-    text: String,
-}
-
-/// Entry texts by protocol and router name, reused while the router and its service are the
-/// same objects as last time and its origin is equal. Walked side by side with the routers
-/// (both sorted by name), so it always holds exactly the last listing's routers.
-#[derive(Debug, Default)]
-pub struct ListingCache {
-    by_proto: BTreeMap<Proto, BTreeMap<String, Listed>>,
-    /// The length of the last body: the next one is about as long.
-    last_len: usize,
-}
-
-impl ListingCache {
-    /// The listing of `published`'s routers.
-    pub fn listing(&mut self, published: &Published) -> Listing {
-        let mut out = String::with_capacity(self.last_len + self.last_len / 16);
-        assemble(&mut out, |proto, out| {
-            let cache = self.by_proto.entry(proto).or_default();
-            list_proto(out, cache, published, proto);
-        });
-        self.last_len = out.len();
-        Listing::from_text(out)
-    }
-
-    /// How many entries the cache holds (tests: it forgets what is gone).
-    pub fn len(&self) -> usize {
-        self.by_proto.values().map(BTreeMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Appends the entries of one protocol, then brings the cache up to date (new and changed
-/// entries in, vanished ones out).
-fn list_proto(
-    out: &mut String,
-    cache: &mut BTreeMap<String, Listed>,
-    published: &Published,
-    proto: Proto,
-) {
-    let s = published.section_ref(proto);
-    let mut fresh: Vec<(String, Listed)> = Vec::new();
-    let mut gone: Vec<String> = Vec::new();
-    let mut cached = cache.iter().peekable();
-    for (name, router, origin) in published.routers_with_origins(proto) {
-        while let Some((k, _)) = cached.next_if(|(k, _)| k.as_str() < name.as_str()) {
-            gone.push(k.clone());
+/// The listing of every router of `published` (a full build; a route builder assembles it
+/// from kept entries instead).
+pub fn listing(published: &Published) -> Listing {
+    let mut out = String::new();
+    assemble(&mut out, |proto, out| {
+        let s = published.section_ref(proto);
+        for (name, router, origin) in published.routers_with_origins(proto) {
+            out.push_str(&entry_text(&entry(s, proto, name, router, origin)));
         }
-        let service = router.get_str("service").and_then(|n| s.services.get(n));
-        let hit = cached
-            .next_if(|(k, _)| *k == name)
-            .map(|(_, l)| l)
-            .filter(|l| {
-                Shared::ptr_eq(&l.router, router)
-                    && match (&l.service, service) {
-                        (Some(a), Some(b)) => Shared::ptr_eq(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    }
-                    && same_origin(&l.origin, origin)
-            });
-        match hit {
-            Some(l) => out.push_str(&l.text),
-            None => {
-                let text = entry_text(&entry(s, proto, name, router, origin));
-                out.push_str(&text);
-                fresh.push((
-                    name.clone(),
-                    Listed {
-                        router: Shared::clone(router),
-                        service: service.cloned(),
-                        origin: origin.clone(),
-                        text,
-                    },
-                ));
-            }
-        }
-    }
-    gone.extend(cached.map(|(k, _)| k.clone()));
-    for k in gone {
-        cache.remove(&k);
-    }
-    cache.extend(fresh);
-}
-
-/// The fields of an origin an entry shows.
-fn same_origin(a: &Origin, b: &Origin) -> bool {
-    a.network_id == b.network_id && a.tier == b.tier && a.containers == b.containers
+    });
+    Listing::from_text(out)
 }
 
 /// One entry as it appears in the body: pretty-printed at the depth of `http[i]`, followed by
@@ -284,6 +197,7 @@ mod tests {
     use super::*;
     use crate::addresses::NetworkId;
     use crate::routing::merge::Obj;
+    use crate::routing::merge::Shared;
 
     fn router(rule: &str, service: &str) -> Shared {
         let mut r = Value::empty_map();
@@ -314,7 +228,7 @@ mod tests {
         );
     }
 
-    /// The value the body must be the canonical text of (built without the cache).
+    /// The value the body must be the canonical text of.
     fn reference(p: &Published) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
@@ -328,8 +242,8 @@ mod tests {
         serde_json::Value::Object(m)
     }
 
-    fn check(cache: &mut ListingCache, p: &Published) -> Listing {
-        let listing = cache.listing(p);
+    fn check(p: &Published) -> Listing {
+        let listing = listing(p);
         let canonical = crate::routing::http_api::canonical_json(&reference(p));
         assert_eq!(listing.text().as_bytes(), &canonical[..]);
         assert_eq!(listing, reference(p));
@@ -337,10 +251,9 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_the_canonical_json_and_the_cache_follows_the_routers() {
-        let mut cache = ListingCache::default();
+    fn the_body_is_the_canonical_json_of_the_entries() {
         let mut p = Published::default();
-        assert_eq!(check(&mut cache, &p), Listing::default());
+        assert_eq!(check(&p), Listing::default());
         assert_eq!(
             Listing::default(),
             serde_json::json!({"http": [], "tcp": [], "udp": []})
@@ -369,21 +282,18 @@ mod tests {
             service("address", "127.0.11.4:53"),
             "c3",
         );
-        check(&mut cache, &p);
-        assert_eq!(cache.len(), 3);
+        check(&p);
         // A changed service changes the entry of the router that uses it.
         p.http
             .services
             .insert("b-2816".into(), service("url", "http://127.0.11.3:81"));
-        let listing = check(&mut cache, &p);
+        let listing = check(&p);
         assert_eq!(listing["http"][1]["backends"][0], "http://127.0.11.3:81");
-        // Removed routers are forgotten.
+        // Removed routers leave the listing.
         p.http.routers.remove("a-2816");
         p.udp.routers.remove("d-2816");
-        check(&mut cache, &p);
-        assert_eq!(cache.len(), 1);
+        check(&p);
         p.http.routers.clear();
-        check(&mut cache, &p);
-        assert!(cache.is_empty());
+        check(&p);
     }
 }

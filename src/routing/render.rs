@@ -31,105 +31,41 @@ pub fn to_yaml(doc: &Value) -> String {
     out
 }
 
-/// One rendered object: the object and its text at the depth of `http.routers.<name>`.
-type RenderedObject = (Shared, String);
-
-/// Rendered objects by `protocol.kind`, then name, reused while the object is unchanged, so a
-/// rebuild renders only what changed. A render walks the document and the cache side by side
-/// (both are sorted by name), so an unchanged object costs one name comparison and one pointer
-/// comparison, and the cache always holds exactly the objects of the last document.
-#[derive(Debug, Default)]
-pub struct RenderCache {
-    objects: std::collections::BTreeMap<String, std::collections::BTreeMap<String, RenderedObject>>,
-    /// The length of the last body: the next one is about as long.
-    last_len: usize,
-}
-
 /// A document of `protocol → kind → name → object`, the shape of `/routes.yaml`.
 pub type Sections<'a> = Vec<(
     &'a str,
     Vec<(&'a str, &'a std::collections::BTreeMap<String, Shared>)>,
 )>;
 
-impl RenderCache {
-    /// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
-    /// protocols left out), reusing the text of unchanged objects.
-    pub fn to_yaml(&mut self, sections: &Sections) -> String {
-        let mut out = String::with_capacity(self.last_len + self.last_len / 16);
-        let mut kinds_seen = std::collections::BTreeSet::new();
-        for (proto, kinds) in sections {
-            let mut proto_open = false;
-            for (kind, objects) in kinds {
-                let key = format!("{proto}.{kind}");
-                let cache = self.objects.entry(key.clone()).or_default();
-                kinds_seen.insert(key);
-                if objects.is_empty() {
-                    cache.clear();
-                    continue;
-                }
-                if !proto_open {
-                    out.push_str(&quote(proto));
-                    out.push_str(":\n");
-                    proto_open = true;
-                }
-                indent(&mut out, 1);
-                out.push_str(&quote(kind));
-                out.push_str(":\n");
-                render_kind(&mut out, cache, objects);
-            }
+/// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
+/// protocols left out), without first copying the shared objects into one value. A route
+/// builder keeps the text of each object instead (`pieces`); this is the whole-document
+/// renderer of a full build.
+pub fn sections_to_yaml(sections: &Sections) -> String {
+    let mut out = String::new();
+    for (proto, kinds) in sections {
+        let kinds: Vec<_> = kinds
+            .iter()
+            .filter(|(_, objects)| !objects.is_empty())
+            .collect();
+        if kinds.is_empty() {
+            continue;
         }
-        self.objects.retain(|k, _| kinds_seen.contains(k));
-        if out.is_empty() {
-            out.push_str("{}\n");
-        }
-        self.last_len = out.len();
-        out
-    }
-
-    /// How many objects the cache holds (tests: it forgets what is gone).
-    pub fn len(&self) -> usize {
-        self.objects.values().map(|m| m.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Appends the objects of one kind, walking them and their cached text side by side; then
-/// brings the cache up to date (new and changed objects in, vanished ones out).
-fn render_kind(
-    out: &mut String,
-    cache: &mut std::collections::BTreeMap<String, RenderedObject>,
-    objects: &std::collections::BTreeMap<String, Shared>,
-) {
-    let mut fresh: Vec<(String, RenderedObject)> = Vec::new();
-    let mut gone: Vec<String> = Vec::new();
-    let mut cached = cache.iter().peekable();
-    for (name, value) in objects {
-        while let Some((k, _)) = cached.next_if(|(k, _)| k.as_str() < name.as_str()) {
-            gone.push(k.clone());
-        }
-        // The same object as last time (the builder shares unchanged objects) is a pointer
-        // comparison; only a changed or merged one is compared whole.
-        let hit = cached
-            .next_if(|(k, _)| *k == name)
-            .map(|(_, entry)| entry)
-            .filter(|(old, _)| Shared::ptr_eq(old, value) || **old == **value);
-        match hit {
-            Some((_, text)) => out.push_str(text),
-            None => {
-                let text = render_object(name, value);
-                out.push_str(&text);
-                fresh.push((name.clone(), (Shared::clone(value), text)));
+        out.push_str(&quote(proto));
+        out.push_str(":\n");
+        for (kind, objects) in kinds {
+            indent(&mut out, 1);
+            out.push_str(&quote(kind));
+            out.push_str(":\n");
+            for (name, value) in objects.iter() {
+                out.push_str(&render_object(name, value));
             }
         }
     }
-    gone.extend(cached.map(|(k, _)| k.clone()));
-    for k in gone {
-        cache.remove(&k);
+    if out.is_empty() {
+        out.push_str("{}\n");
     }
-    cache.extend(fresh);
+    out
 }
 
 /// The text of one object at the depth of `http.routers.<name>`.
@@ -394,14 +330,12 @@ mod tests {
         })
     }
 
-    /// The cached renderer the route server uses gives the same text as [`to_yaml`] (the one
-    /// the round-trip property above checks), also when it reuses objects from a previous
-    /// render.
     /// `protocol → kind → name → object`, unshared.
     type PlainDoc = BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>;
 
-    fn cache_matches(docs: &[PlainDoc]) {
-        let mut cache = RenderCache::default();
+    /// [`sections_to_yaml`] gives the same text as [`to_yaml`] (the one the round-trip
+    /// property below checks).
+    fn sections_match(docs: &[PlainDoc]) {
         for doc in docs {
             let shared: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Shared>>> = doc
                 .iter()
@@ -436,18 +370,14 @@ mod tests {
                     .filter(|(_, kinds)| kinds.as_map().is_some_and(|m| !m.is_empty()))
                     .collect(),
             );
-            assert_eq!(cache.to_yaml(&sections), to_yaml(&reference));
-            // The cache holds exactly the objects of the last document: what is gone is
-            // forgotten.
-            let objects: usize = doc.values().flat_map(|k| k.values()).map(|o| o.len()).sum();
-            assert_eq!(cache.len(), objects);
+            assert_eq!(sections_to_yaml(&sections), to_yaml(&reference));
         }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 100, .. ProptestConfig::default() })]
         #[test]
-        fn the_cached_renderer_equals_the_reference(
+        fn the_sections_renderer_equals_the_reference(
             docs in prop::collection::vec(
                 prop::collection::btree_map(
                     "[a-c]",
@@ -461,7 +391,7 @@ mod tests {
                 1..4,
             )
         ) {
-            cache_matches(&docs);
+            sections_match(&docs);
         }
     }
 
