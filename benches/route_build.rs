@@ -126,6 +126,8 @@ fn main() {
     claims.ports = snap.ports.clone();
     claims.hosts = snap.hosts.clone();
     let rss_first = rss_mib();
+    // Sampled along the way: memory must stay flat, not merely end low.
+    let mut rss_steps = Vec::new();
     let mut one = Vec::new();
     let mut stages = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for i in 0..1000u32 {
@@ -150,6 +152,9 @@ fn main() {
         }
         claims.ports = snap.ports;
         claims.hosts = snap.hosts;
+        if (i + 1) % 200 == 0 {
+            rss_steps.push(rss_mib());
+        }
     }
     stats("rebuild after one container changed", one);
     for (name, v) in ["fragments", "merge", "claims", "render"]
@@ -159,8 +164,13 @@ fn main() {
         stats(&format!("  of which {name}"), v);
     }
     println!(
-        "RSS after the first snapshot {:.0} MiB, after 1000 changes {:.0} MiB",
+        "RSS after the first snapshot {:.0} MiB, after 1000 changes {:.0} MiB (every 200: {})",
         rss_first,
-        rss_mib()
+        rss_mib(),
+        rss_steps
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

@@ -50,55 +50,180 @@ pub(crate) fn refusal(
     v
 }
 
-/// Routers of `protos`, oldest claim first (then network, then name: deterministic).
-fn by_age(published: &Published, protos: &[Proto]) -> Vec<(Proto, String)> {
-    let mut out: Vec<(i64, NetworkId, Proto, String)> = protos
-        .iter()
-        .flat_map(|p| {
-            published.section_ref(*p).routers.keys().map(move |n| {
-                let o = &published.origins[&(*p, Obj::Router, n.clone())];
-                (o.created, o.network_id, *p, n.clone())
-            })
-        })
-        .collect();
-    out.sort();
-    out.into_iter().map(|(_, _, p, n)| (p, n)).collect()
+/// Routers in the order their claims are judged: oldest claim first (the creation time of the
+/// oldest container defining them), then network, protocol and name (deterministic). A route
+/// builder keeps one up to date as repositories change ([`AgeOrder::add_part`],
+/// [`AgeOrder::remove_part`]) instead of sorting every router on every build.
+#[derive(Debug, Default)]
+pub struct AgeOrder {
+    routers: BTreeMap<(i64, NetworkId, Proto, String), Shared>,
 }
 
-/// What the scopes of a router depend on: protocol, rule, syntax and `tls.domains`.
-type ScopeKey = (Proto, Option<Value>, Option<Value>, Option<Value>);
+impl AgeOrder {
+    /// The order of every router of `published`.
+    pub fn of(published: &Published) -> AgeOrder {
+        let mut order = AgeOrder::default();
+        order.add_part(published);
+        order
+    }
 
-/// Parsed rules by what they depend on, so a rebuild parses only new or changed rules. Entries
-/// not used by a build are dropped at its end, so the cache follows the live routers.
+    /// Adds the routers of `part` (one repository's merge).
+    pub fn add_part(&mut self, part: &Published) {
+        for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+            for (name, router, o) in part.routers_with_origins(proto) {
+                self.routers.insert(
+                    (o.created, o.network_id, proto, name.clone()),
+                    Shared::clone(router),
+                );
+            }
+        }
+    }
+
+    /// Takes out the routers of `part` ([`AgeOrder::add_part`]).
+    pub fn remove_part(&mut self, part: &Published) {
+        for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+            for (name, _, o) in part.routers_with_origins(proto) {
+                self.routers
+                    .remove(&(o.created, o.network_id, proto, name.clone()));
+            }
+        }
+    }
+
+    /// How many routers it holds (tests: it forgets what is gone).
+    pub fn len(&self) -> usize {
+        self.routers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routers.is_empty()
+    }
+
+    /// The routers of `protos`, in order.
+    fn of_protos<'a>(&'a self, protos: &'a [Proto]) -> impl Iterator<Item = Aged<'a>> {
+        self.routers
+            .iter()
+            .filter(|((_, _, p, _), _)| protos.contains(p))
+            .map(|((created, network_id, proto, name), router)| Aged {
+                proto: *proto,
+                name,
+                router,
+                network_id: *network_id,
+                created: *created,
+            })
+    }
+}
+
+/// A router in the order of its claims.
+struct Aged<'a> {
+    proto: Proto,
+    name: &'a String,
+    router: &'a Shared,
+    network_id: NetworkId,
+    created: i64,
+}
+
+/// A router's scopes (sorted), or why it has none.
+pub(crate) type Scopes = std::sync::Arc<Result<Vec<HostScope>, String>>;
+
+/// A router's verdict when the rules alone decide it (every scope is an automatic-route host
+/// of its own network, granted, or refused by the rules): `None` when the claims table must
+/// be read.
+type RulesVerdict = Option<Result<(), (String, Option<u32>)>>;
+
+/// Parsed rules by router object, so a rebuild parses only the rules of new or changed
+/// containers: a pointer comparison finds the routers a rebuild shares with the last one (the
+/// entry holds the router, so its address cannot be reused meanwhile). Each entry keeps the
+/// verdict of the rules when they alone decide. Entries not used by a build are dropped at
+/// its end, so the cache follows the live routers. The rules are the builder's settings: a
+/// builder starts over when they change.
 #[derive(Debug, Default)]
 pub struct ScopeCache {
-    entries: BTreeMap<ScopeKey, (Result<BTreeSet<HostScope>, String>, bool)>,
+    by_router: std::collections::HashMap<(Proto, usize, u32), ByRouter>,
+}
+
+#[derive(Debug)]
+struct ByRouter {
+    router: Shared,
+    scopes: Scopes,
+    verdict: RulesVerdict,
+    used: bool,
 }
 
 impl ScopeCache {
-    pub(crate) fn scopes(
+    /// The host scopes of `router` (of network `n`), parsed once per router object.
+    pub(crate) fn scopes_of(
         &mut self,
         proto: Proto,
-        router: &Value,
-    ) -> Result<BTreeSet<HostScope>, String> {
-        let key = (
-            proto,
-            router.get("rule").cloned(),
-            router.get("ruleSyntax").cloned(),
-            router.get("tls").and_then(|t| t.get("domains")).cloned(),
+        router: &Shared,
+        n: u32,
+        rules: &HostRules,
+    ) -> Scopes {
+        self.judged(proto, router, n, rules).0
+    }
+
+    /// The scopes of `router` (of network `n`) and, when the rules alone decide, its verdict.
+    fn judged(
+        &mut self,
+        proto: Proto,
+        router: &Shared,
+        n: u32,
+        rules: &HostRules,
+    ) -> (Scopes, RulesVerdict) {
+        let address = (proto, Shared::as_ptr(router) as usize, n);
+        if let Some(e) = self.by_router.get_mut(&address)
+            && Shared::ptr_eq(&e.router, router)
+        {
+            e.used = true;
+            return (Scopes::clone(&e.scopes), e.verdict.clone());
+        }
+        let scopes = Scopes::new(router_scopes(proto, router).map(|s| s.into_iter().collect()));
+        let verdict = rules_verdict(proto, &scopes, n, rules);
+        self.by_router.insert(
+            address,
+            ByRouter {
+                router: Shared::clone(router),
+                scopes: Scopes::clone(&scopes),
+                verdict: verdict.clone(),
+                used: true,
+            },
         );
-        let entry = self
-            .entries
-            .entry(key)
-            .or_insert_with(|| (router_scopes(proto, router), false));
-        entry.1 = true;
-        entry.0.clone()
+        (scopes, verdict)
     }
 
     /// Drops the entries the last build did not use.
     fn sweep(&mut self) {
-        self.entries.retain(|_, (_, used)| std::mem::take(used));
+        self.by_router.retain(|_, e| std::mem::take(&mut e.used));
     }
+
+    /// How many parsed rules the cache holds (tests: it forgets what is gone).
+    pub fn len(&self) -> usize {
+        self.by_router.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_router.is_empty()
+    }
+}
+
+/// The verdict on a router's scopes when the rules alone decide it, judging the scopes in
+/// order as [`judge_hosts`] does: it is the rules' only if no scope before the first refusal
+/// needs the claims table.
+fn rules_verdict(proto: Proto, scopes: &Scopes, n: u32, rules: &HostRules) -> RulesVerdict {
+    let scopes = match scopes.as_ref() {
+        Err(e) => return Some(Err((e.clone(), None))),
+        Ok(scopes) => scopes,
+    };
+    for scope in scopes {
+        if proto == Proto::Tcp && *scope == HostScope::Any {
+            continue;
+        }
+        match ownership::judge_by_rules(scope, n, rules) {
+            Ok(None) => {}
+            Ok(Some(_)) => return None,
+            Err(r) => return Some(Err((r.reason, r.owner))),
+        }
+    }
+    Some(Ok(()))
 }
 
 /// The host scopes a router asks for: its rule's, plus its `tls.domains`.
@@ -137,10 +262,11 @@ fn router_scopes(proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, St
     Ok(scopes)
 }
 
-/// Judges every HTTP and TCP router's hosts; removes the refused ones. Returns the claims
-/// table after this build (previous claims plus the new ones).
+/// Judges every HTTP and TCP router's hosts, in `order`; removes the refused ones. Returns the
+/// claims table after this build (previous claims plus the new ones).
 pub fn judge_hosts(
     published: &mut Published,
+    order: &AgeOrder,
     settings: &RouteSettings,
     previous: &HostTable,
     cache: &mut ScopeCache,
@@ -152,50 +278,71 @@ pub fn judge_hosts(
         policy: &settings.host_policy,
         auto: settings.auto_hosts.as_ref(),
     };
-    for (proto, name) in by_age(published, &[Proto::Http, Proto::Tcp]) {
-        let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
-        let router = &published.section_ref(proto).routers[&name];
-        let rule_text = router.get_str("rule").unwrap_or("").to_string();
-        let n = o.network_id.get();
-        let verdict = cache
-            .scopes(proto, router)
-            .map_err(|e| (e, None))
-            .and_then(|scopes| {
-                let mut new_claims = Vec::new();
-                for scope in &scopes {
-                    // HostSNI(`*`) is judged with the entrypoint, which the repository must
-                    // hold alone (judge_ports).
-                    if proto == Proto::Tcp && *scope == HostScope::Any {
-                        continue;
-                    }
-                    match ownership::judge(scope, n, &rules, &table) {
-                        Ok(Some(host)) => new_claims.push(host),
-                        Ok(None) => {}
-                        Err(r) => return Err((r.reason, r.owner)),
-                    }
-                }
-                Ok(new_claims)
-            });
+    let mut refusals: Vec<(Proto, String, String, Option<u32>)> = Vec::new();
+    for Aged {
+        proto,
+        name,
+        router,
+        network_id,
+        created,
+    } in order.of_protos(&[Proto::Http, Proto::Tcp])
+    {
+        let n = network_id.get();
+        let (scopes, verdict) = cache.judged(proto, router, n, &rules);
+        let verdict = match (verdict, scopes.as_ref()) {
+            (Some(Ok(())), _) => Ok(Vec::new()),
+            (Some(Err(e)), _) => Err(e),
+            (None, Err(e)) => Err((e.clone(), None)),
+            (None, Ok(scopes)) => judge_scopes(proto, scopes, n, &rules, &table),
+        };
         match verdict {
             Ok(new_claims) => {
                 for host in new_claims {
                     table.hosts.entry(host).or_insert(HostClaim {
                         network_id: n,
-                        since: o.created,
+                        since: created,
                         router: name.clone(),
                     });
                 }
             }
-            Err((reason, owner)) => {
-                if let Some(r) = published.section(proto).routers.remove(&name) {
-                    removed.push((proto, name.clone(), r));
-                }
-                refused.push(refusal(proto, &name, &o, Some(&rule_text), &reason, owner));
-            }
+            Err((reason, owner)) => refusals.push((proto, name.clone(), reason, owner)),
+        }
+    }
+    for (proto, name, reason, owner) in refusals {
+        let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
+        if let Some(r) = published.section(proto).routers.remove(&name) {
+            let rule_text = r.get_str("rule").unwrap_or("");
+            refused.push(refusal(proto, &name, &o, Some(rule_text), &reason, owner));
+            removed.push((proto, name, r));
         }
     }
     cache.sweep();
     table
+}
+
+/// Judges a router's scopes in order against the rules and the table: the new claims, or the
+/// first refusal.
+fn judge_scopes(
+    proto: Proto,
+    scopes: &[HostScope],
+    n: u32,
+    rules: &HostRules,
+    table: &HostTable,
+) -> Result<Vec<String>, (String, Option<u32>)> {
+    let mut new_claims = Vec::new();
+    for scope in scopes {
+        // HostSNI(`*`) is judged with the entrypoint, which the repository must hold alone
+        // (judge_ports).
+        if proto == Proto::Tcp && *scope == HostScope::Any {
+            continue;
+        }
+        match ownership::judge(scope, n, rules, table) {
+            Ok(Some(host)) => new_claims.push(host),
+            Ok(None) => {}
+            Err(r) => return Err((r.reason, r.owner)),
+        }
+    }
+    Ok(new_claims)
 }
 
 fn entrypoint_port(ep: &str, proto: &str) -> Option<u16> {
@@ -208,12 +355,14 @@ fn entrypoint_port(ep: &str, proto: &str) -> Option<u16> {
 #[allow(clippy::too_many_arguments)]
 pub fn judge_ports(
     published: &mut Published,
+    order: &AgeOrder,
     fragments: &[&Fragment],
     settings: &RouteSettings,
     previous: &PortTable,
     refused: &mut Vec<serde_json::Value>,
     conflicts: &mut Vec<serde_json::Value>,
     removed: &mut Vec<(Proto, String, Shared)>,
+    forwards: &mut Vec<(Proto, String)>,
 ) -> PortTable {
     let limits = PortLimits {
         tcp_entrypoint_ports: settings.tcp_entrypoint_ports.clone(),
@@ -227,16 +376,25 @@ pub fn judge_ports(
         Forward(&'a Fragment),
     }
     let mut asks: Vec<((i64, NetworkId, u8), RequestKey, Asker)> = Vec::new();
-    for (proto, name) in by_age(published, &[Proto::Tcp, Proto::Udp]) {
-        let o = &published.origins[&(proto, Obj::Router, name.clone())];
-        let router = &published.section_ref(proto).routers[&name];
+    for Aged {
+        proto,
+        name,
+        router,
+        network_id,
+        created,
+    } in order.of_protos(&[Proto::Tcp, Proto::Udp])
+    {
+        // Refused by its hosts already.
+        if !published.section_ref(proto).routers.contains_key(name) {
+            continue;
+        }
         for ep in router.get_list("entryPoints") {
             if let Some(p) = entrypoint_port(&ep, proto.as_str()) {
                 asks.push((
-                    (o.created, o.network_id, 0),
+                    (created, network_id, 0),
                     RequestKey {
                         protocol: proto.as_str().into(),
-                        network_id: o.network_id.get(),
+                        network_id: network_id.get(),
                         service: ENTRYPOINT_CLAIM.into(),
                         target: 0,
                         preferred: p,
@@ -317,7 +475,7 @@ pub fn judge_ports(
                     }
                 }
                 if let Some(&port) = allocation.granted.get(key) {
-                    add_forward(published, frag, key, port);
+                    forwards.push(add_forward(published, frag, key, port));
                 }
             }
         }
@@ -333,8 +491,13 @@ fn holder_of(table: &PortTable, key: &RequestKey) -> (Option<String>, Option<u32
     }
 }
 
-/// The router and service of one granted port forward.
-fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, port: u16) {
+/// The router and service of one granted port forward; returns their protocol and name.
+fn add_forward(
+    published: &mut Published,
+    frag: &Fragment,
+    key: &RequestKey,
+    port: u16,
+) -> (Proto, String) {
     let proto = if key.protocol == "tcp" {
         Proto::Tcp
     } else {
@@ -375,12 +538,18 @@ fn add_forward(published: &mut Published, frag: &Fragment, key: &RequestKey, por
     for (proto, obj, name) in to_delete {
         crate::routing::merge::section_map(published.section(proto), obj).remove(&name);
     }
+    (proto, name)
 }
 
 /// Removes the services and middlewares that only refused routers used, so a refused router
 /// leaves nothing of its own behind. Objects some surviving router (or middleware chain) still
 /// uses stay; objects no refused router used are left alone (Traefik keeps unused services).
-pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String, Shared)]) {
+/// Returns the objects it removed.
+pub fn drop_orphans(
+    published: &mut Published,
+    refused_routers: &[(Proto, String, Shared)],
+) -> Vec<(Proto, Obj, String, Shared)> {
+    let mut dropped = Vec::new();
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
         let mut candidates: BTreeSet<(Obj, String)> = BTreeSet::new();
         for (p, _, r) in refused_routers {
@@ -453,9 +622,13 @@ pub fn drop_orphans(published: &mut Published, refused_routers: &[(Proto, String
             }
         }
         for (obj, name) in candidates {
-            if !used.contains(&(obj, name.clone())) {
-                crate::routing::merge::section_map(published.section(proto), obj).remove(&name);
+            if !used.contains(&(obj, name.clone()))
+                && let Some(v) =
+                    crate::routing::merge::section_map(published.section(proto), obj).remove(&name)
+            {
+                dropped.push((proto, obj, name, v));
             }
         }
     }
+    dropped
 }

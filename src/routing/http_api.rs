@@ -47,11 +47,20 @@ impl Published {
         };
         Published {
             routes_yaml: Bytes::from(yaml),
-            routes_json: canonical_json(&snapshot.routes_json),
+            routes_json: Bytes::from_owner(SharedText(Arc::clone(snapshot.routes_json.text()))),
             ports_json: canonical_json(&ports_value(&snapshot.ports)),
             snapshot,
             generation,
         }
+    }
+}
+
+/// Text shared with the snapshot, served without a copy.
+struct SharedText(Arc<String>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

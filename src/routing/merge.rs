@@ -43,7 +43,7 @@ impl From<Section> for SharedSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
     Http,
     Tcp,
@@ -85,11 +85,49 @@ pub fn section_map(s: &mut SharedSection, obj: Obj) -> &mut BTreeMap<String, Sha
     }
 }
 
+/// Container names, sorted, without duplicates. Most objects have one: a one-name vector
+/// takes a tenth of the memory of a one-name `BTreeSet` (a builder keeps an origin for every
+/// object, twice).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(Vec<String>);
+
+impl Names {
+    pub fn insert(&mut self, name: &str) {
+        if let Err(i) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.0.reserve_exact(1);
+            self.0.insert(i, name.to_string());
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Names {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Names {
+    fn from_iter<T: IntoIterator<Item = &'a str>>(iter: T) -> Self {
+        let mut names = Names::default();
+        for n in iter {
+            names.insert(n);
+        }
+        names
+    }
+}
+
 /// Who defined a published object.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub network_id: NetworkId,
-    pub containers: BTreeSet<String>,
+    pub containers: Names,
     pub tier: u8,
     /// Creation time (Unix seconds) of the oldest container defining it: the age of its claims.
     pub created: i64,
@@ -111,6 +149,56 @@ impl Published {
             Proto::Tcp => &mut self.tcp,
             Proto::Udp => &mut self.udp,
         }
+    }
+
+    /// Adds every object and origin of `part` (a repository's merge), sharing the objects.
+    /// `part`'s names must not be in `self` (repositories never share names).
+    pub fn add_part(&mut self, part: &Published) {
+        for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
+            let (to, from) = (self.section(proto), part.section_ref(proto));
+            for (mine, theirs) in [
+                (&mut to.routers, &from.routers),
+                (&mut to.services, &from.services),
+                (&mut to.middlewares, &from.middlewares),
+            ] {
+                mine.extend(theirs.iter().map(|(k, v)| (k.clone(), Shared::clone(v))));
+            }
+        }
+        self.origins
+            .extend(part.origins.iter().map(|(k, o)| (k.clone(), o.clone())));
+    }
+
+    /// Removes every object and origin `part` added ([`Published::add_part`]).
+    pub fn remove_part(&mut self, part: &Published) {
+        for key in part.origins.keys() {
+            let (proto, obj, name) = key;
+            section_map(self.section(*proto), *obj).remove(name);
+            self.origins.remove(key);
+        }
+    }
+
+    /// The routers of `proto` with their origins, in name order (the two maps are walked side
+    /// by side: no lookups).
+    pub fn routers_with_origins(
+        &self,
+        proto: Proto,
+    ) -> impl Iterator<Item = (&String, &Shared, &Origin)> {
+        let mut origins = self
+            .origins
+            .range((proto, Obj::Router, String::new())..)
+            .take_while(move |((p, o, _), _)| *p == proto && *o == Obj::Router)
+            .peekable();
+        self.section_ref(proto)
+            .routers
+            .iter()
+            .map(move |(name, router)| {
+                while origins.next_if(|((_, _, n), _)| n < name).is_some() {}
+                let (_, origin) = origins
+                    .next()
+                    .filter(|((_, _, n), _)| n == name)
+                    .expect("every published router has an origin");
+                (name, router, origin)
+            })
     }
 
     pub fn section_ref(&self, p: Proto) -> &SharedSection {
@@ -187,11 +275,11 @@ pub fn add_object(
     let (proto, obj, name) = key.clone();
     let origin = published.origins.entry(key.clone()).or_insert(Origin {
         network_id: owner.network_id,
-        containers: BTreeSet::new(),
+        containers: Names::default(),
         tier: owner.tier,
         created: owner.created,
     });
-    origin.containers.insert(owner.container.to_string());
+    origin.containers.insert(owner.container);
     origin.created = origin.created.min(owner.created);
     let map = section_map(published.section(proto), obj);
     match map.get_mut(&name) {
@@ -223,6 +311,19 @@ pub struct Owner<'a> {
 /// Merges the fragments in Traefik's order (`<default name>-<id>`; repositories never share
 /// names). Objects whose definitions disagree are removed and reported in `conflicts`.
 pub fn merge(fragments: &mut [&Fragment], conflicts: &mut Vec<serde_json::Value>) -> Published {
+    let (published, keyed) = merge_keyed(fragments);
+    conflicts.extend(keyed.into_iter().map(|(_, c)| c));
+    published
+}
+
+/// A merge conflict with the object it removed: conflicts of several merges are reported in
+/// the order of their keys, as one merge over everything reports them.
+pub type KeyedConflict = ((Proto, Obj, String), serde_json::Value);
+
+/// [`merge`], with each conflict's key. Since repositories never share names, merging each
+/// repository alone and taking the union gives what one merge over everything gives.
+pub fn merge_keyed(fragments: &mut [&Fragment]) -> (Published, Vec<KeyedConflict>) {
+    let mut conflicts = Vec::new();
     fragments.sort_by(|a, b| (a.network_id, &a.merge_key).cmp(&(b.network_id, &b.merge_key)));
     let mut published = Published::default();
     let mut to_delete: BTreeSet<(Proto, Obj, String)> = BTreeSet::new();
@@ -260,13 +361,13 @@ pub fn merge(fragments: &mut [&Fragment], conflicts: &mut Vec<serde_json::Value>
         let (proto, obj, name) = key;
         section_map(published.section(*proto), *obj).remove(name);
         let origin = published.origins.get(key).cloned();
-        conflicts.push(serde_json::json!({
+        conflicts.push((key.clone(), serde_json::json!({
             "kind": format!("{} {}", proto.as_str(), obj.as_str()),
             "network_id": origin.as_ref().map(|o| o.network_id.get()),
             "object": name,
             "containers": origin.map(|o| o.containers.into_iter().collect::<Vec<_>>()).unwrap_or_default(),
             "reason": "defined by several containers with different configurations: removed (Traefik's merge rule)",
-        }));
+        })));
     }
-    published
+    (published, conflicts)
 }

@@ -4,7 +4,7 @@
 //!
 //! Route building is a chain of stages (`build`): `fragment` (one container), `merge`
 //! (Traefik's merge rule), `claims` (hosts and ports across repositories, with `rule`,
-//! `ownership`, `port_allocation`, `tenant_policy`), `render`.
+//! `ownership`, `port_allocation`, `tenant_policy`), `render` and `listing` (the bodies).
 
 pub mod build;
 pub mod check;
@@ -16,9 +16,11 @@ pub mod discovery;
 pub mod fragment;
 pub mod http_api;
 pub mod last_known;
+pub mod listing;
 pub mod merge;
 pub mod metrics;
 pub mod ownership;
+pub mod pieces;
 pub mod port_allocation;
 pub mod redeploy;
 pub mod render;

@@ -246,6 +246,30 @@ pub fn judge(
     rules: &HostRules,
     table: &HostTable,
 ) -> Result<Option<String>, Refusal> {
+    match judge_by_rules(scope, n, rules)? {
+        None => Ok(None),
+        Some(check) => judge_by_table(check, n, table),
+    }
+}
+
+/// What remains of a judgement once the rules allowed a scope: the recorded claims decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableCheck<'a> {
+    /// An exact name no rule assigns: whoever claimed it first.
+    Exact(&'a str),
+    /// A granted suffix: no other network may hold a name below it.
+    Suffix(&'a str),
+}
+
+/// The part of [`judge`] that reads only the rules (automatic-route hosts, grants), not the
+/// claims table: `Ok(None)` — allowed, nothing to record; `Ok(Some(check))` — the table
+/// decides. The rules do not change between builds, so a caller may keep this outcome for as
+/// long as it keeps the scope.
+pub fn judge_by_rules<'a>(
+    scope: &'a HostScope,
+    n: u32,
+    rules: &HostRules,
+) -> Result<Option<TableCheck<'a>>, Refusal> {
     let refuse = |reason: String, owner: Option<u32>| Err(Refusal { reason, owner });
     match scope {
         HostScope::Any => refuse(
@@ -266,35 +290,20 @@ pub fn judge(
                 };
             }
             match rules.policy.grantee_of(host) {
-                Some(g) if g == n => return Ok(None),
-                Some(g) => {
-                    return refuse(
-                        format!(
-                            "host `{host}` is granted to network {g} by the operator (routing.host_grants)"
-                        ),
-                        Some(g),
-                    );
-                }
-                None if rules.policy.grants_only => {
-                    return refuse(
-                        format!(
-                            "host `{host}` is not granted to network {n}; this server only serves granted names (ask the operator to add it to routing.host_grants)"
-                        ),
-                        None,
-                    );
-                }
-                None => {}
-            }
-            match table.hosts.get(host) {
-                Some(c) if c.network_id != n => refuse(
+                Some(g) if g == n => Ok(None),
+                Some(g) => refuse(
                     format!(
-                        "host `{host}` is held by network {} since its first claim (router `{}`); a claim is kept while its owner is down or redeploying, until an operator releases it (`renet claims release host {host}`)",
-                        c.network_id, c.router
+                        "host `{host}` is granted to network {g} by the operator (routing.host_grants)"
                     ),
-                    Some(c.network_id),
+                    Some(g),
                 ),
-                Some(_) => Ok(None),
-                None => Ok(Some(host.clone())),
+                None if rules.policy.grants_only => refuse(
+                    format!(
+                        "host `{host}` is not granted to network {n}; this server only serves granted names (ask the operator to add it to routing.host_grants)"
+                    ),
+                    None,
+                ),
+                None => Ok(Some(TableCheck::Exact(host))),
             }
         }
         HostScope::Suffix(suffix) => {
@@ -335,6 +344,31 @@ pub fn judge(
                     Some(*m),
                 );
             }
+            Ok(Some(TableCheck::Suffix(suffix)))
+        }
+    }
+}
+
+/// The part of [`judge`] that reads the claims table.
+pub fn judge_by_table(
+    check: TableCheck,
+    n: u32,
+    table: &HostTable,
+) -> Result<Option<String>, Refusal> {
+    let refuse = |reason: String, owner: Option<u32>| Err(Refusal { reason, owner });
+    match check {
+        TableCheck::Exact(host) => match table.hosts.get(host) {
+            Some(c) if c.network_id != n => refuse(
+                format!(
+                    "host `{host}` is held by network {} since its first claim (router `{}`); a claim is kept while its owner is down or redeploying, until an operator releases it (`renet claims release host {host}`)",
+                    c.network_id, c.router
+                ),
+                Some(c.network_id),
+            ),
+            Some(_) => Ok(None),
+            None => Ok(Some(host.to_string())),
+        },
+        TableCheck::Suffix(suffix) => {
             if let Some((h, c)) = table
                 .hosts
                 .iter()

@@ -31,74 +31,51 @@ pub fn to_yaml(doc: &Value) -> String {
     out
 }
 
-/// One rendered object: the object and its text at the depth of `http.routers.<name>`, and
-/// whether the last render used it.
-type RenderedObject = (Shared, String, bool);
-
-/// Rendered objects by `protocol.kind`, then name, reused while the object is unchanged, so a
-/// rebuild renders only what changed. Entries a render did not use are dropped after it.
-#[derive(Debug, Default)]
-pub struct RenderCache {
-    objects: std::collections::BTreeMap<String, std::collections::BTreeMap<String, RenderedObject>>,
-}
-
 /// A document of `protocol → kind → name → object`, the shape of `/routes.yaml`.
 pub type Sections<'a> = Vec<(
     &'a str,
     Vec<(&'a str, &'a std::collections::BTreeMap<String, Shared>)>,
 )>;
 
-impl RenderCache {
-    /// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
-    /// protocols left out), reusing the text of unchanged objects.
-    pub fn to_yaml(&mut self, sections: &Sections) -> String {
-        let mut out = String::new();
-        for (proto, kinds) in sections {
-            let kinds: Vec<_> = kinds
-                .iter()
-                .filter(|(_, objects)| !objects.is_empty())
-                .collect();
-            if kinds.is_empty() {
-                continue;
-            }
-            out.push_str(&quote(proto));
+/// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
+/// protocols left out), without first copying the shared objects into one value. A route
+/// builder keeps the text of each object instead (`pieces`); this is the whole-document
+/// renderer of a full build.
+pub fn sections_to_yaml(sections: &Sections) -> String {
+    let mut out = String::new();
+    for (proto, kinds) in sections {
+        let kinds: Vec<_> = kinds
+            .iter()
+            .filter(|(_, objects)| !objects.is_empty())
+            .collect();
+        if kinds.is_empty() {
+            continue;
+        }
+        out.push_str(&quote(proto));
+        out.push_str(":\n");
+        for (kind, objects) in kinds {
+            indent(&mut out, 1);
+            out.push_str(&quote(kind));
             out.push_str(":\n");
-            for (kind, objects) in kinds {
-                indent(&mut out, 1);
-                out.push_str(&quote(kind));
-                out.push_str(":\n");
-                let cache = self.objects.entry(format!("{proto}.{kind}")).or_default();
-                for (name, value) in objects.iter() {
-                    // The same object as last time (the builder shares unchanged objects) is a
-                    // pointer comparison; only a changed or merged one is compared whole.
-                    let hit = cache.get_mut(name.as_str()).filter(|(cached, _, _)| {
-                        Shared::ptr_eq(cached, value) || **cached == **value
-                    });
-                    let entry = match hit {
-                        Some(entry) => entry,
-                        None => {
-                            let mut text = String::new();
-                            indent(&mut text, 2);
-                            text.push_str(&quote(name));
-                            text.push(':');
-                            write_value_after_indicator(&mut text, value, 3);
-                            cache.insert(name.clone(), (Shared::clone(value), text, false));
-                            cache.get_mut(name.as_str()).expect("just inserted")
-                        }
-                    };
-                    entry.2 = true;
-                    out.push_str(&entry.1);
-                }
+            for (name, value) in objects.iter() {
+                out.push_str(&render_object(name, value));
             }
         }
-        for cache in self.objects.values_mut() {
-            cache.retain(|_, (_, _, used)| std::mem::take(used));
-        }
-        if out.is_empty() {
-            out.push_str("{}\n");
-        }
-        out
     }
+    if out.is_empty() {
+        out.push_str("{}\n");
+    }
+    out
+}
+
+/// The text of one object at the depth of `http.routers.<name>`.
+pub(crate) fn render_object(name: &str, value: &Value) -> String {
+    let mut text = String::new();
+    indent(&mut text, 2);
+    text.push_str(&quote(name));
+    text.push(':');
+    write_value_after_indicator(&mut text, value, 3);
+    text
 }
 
 /// A double-quoted scalar whose text is exactly `s` for any YAML parser.
@@ -353,14 +330,12 @@ mod tests {
         })
     }
 
-    /// The cached renderer the route server uses gives the same text as [`to_yaml`] (the one
-    /// the round-trip property above checks), also when it reuses objects from a previous
-    /// render.
     /// `protocol → kind → name → object`, unshared.
     type PlainDoc = BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>;
 
-    fn cache_matches(docs: &[PlainDoc]) {
-        let mut cache = RenderCache::default();
+    /// [`sections_to_yaml`] gives the same text as [`to_yaml`] (the one the round-trip
+    /// property below checks).
+    fn sections_match(docs: &[PlainDoc]) {
         for doc in docs {
             let shared: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Shared>>> = doc
                 .iter()
@@ -395,14 +370,14 @@ mod tests {
                     .filter(|(_, kinds)| kinds.as_map().is_some_and(|m| !m.is_empty()))
                     .collect(),
             );
-            assert_eq!(cache.to_yaml(&sections), to_yaml(&reference));
+            assert_eq!(sections_to_yaml(&sections), to_yaml(&reference));
         }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 100, .. ProptestConfig::default() })]
         #[test]
-        fn the_cached_renderer_equals_the_reference(
+        fn the_sections_renderer_equals_the_reference(
             docs in prop::collection::vec(
                 prop::collection::btree_map(
                     "[a-c]",
@@ -416,7 +391,7 @@ mod tests {
                 1..4,
             )
         ) {
-            cache_matches(&docs);
+            sections_match(&docs);
         }
     }
 

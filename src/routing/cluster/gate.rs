@@ -9,10 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
+use crate::routing::build::RouteSettings;
 use crate::routing::claims::{ScopeCache, refusal};
 use crate::routing::cluster::keys::Resource;
 use crate::routing::cluster::view::{ClusterView, Verdict};
 use crate::routing::merge::{Obj, Proto, Published, Shared};
+use crate::routing::ownership::HostRules;
 use crate::routing::rule::HostScope;
 
 /// What the gate leaves for the agent and `/health`.
@@ -29,15 +31,17 @@ pub struct GateOutcome {
 /// read was already refused by the local rules.
 fn resources(
     proto: Proto,
-    router: &crate::routing::traefik_labels::Value,
+    router: &Shared,
+    n: u32,
+    rules: &HostRules,
     scopes: &mut ScopeCache,
 ) -> Vec<Resource> {
     let mut out = Vec::new();
     if matches!(proto, Proto::Http | Proto::Tcp)
-        && let Ok(set) = scopes.scopes(proto, router)
+        && let Ok(list) = scopes.scopes_of(proto, router, n, rules).as_ref()
     {
-        out.extend(set.into_iter().filter_map(|s| match s {
-            HostScope::Exact(h) => Some(Resource::Host(h)),
+        out.extend(list.iter().filter_map(|s| match s {
+            HostScope::Exact(h) => Some(Resource::Host(h.clone())),
             _ => None,
         }));
     }
@@ -64,11 +68,16 @@ fn resources(
 pub fn gate(
     published: &mut Published,
     view: &ClusterView,
-    limit: usize,
+    settings: &RouteSettings,
     scopes: &mut ScopeCache,
     refused: &mut Vec<serde_json::Value>,
     removed: &mut Vec<(Proto, String, Shared)>,
 ) -> GateOutcome {
+    let limit = settings.cluster_resource_limit;
+    let rules = HostRules {
+        policy: &settings.host_policy,
+        auto: settings.auto_hosts.as_ref(),
+    };
     let mut outcome = GateOutcome::default();
     let mut held: BTreeMap<u32, BTreeSet<Resource>> = BTreeMap::new();
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
@@ -82,7 +91,7 @@ pub fn gate(
             let o = published.origins[&(proto, Obj::Router, name.clone())].clone();
             let router = published.section_ref(proto).routers[&name].clone();
             let n = o.network_id.get();
-            let needs = resources(proto, &router, scopes);
+            let needs = resources(proto, &router, n, &rules, scopes);
             let mut waiting = Vec::new();
             let mut refusal_reason = None;
             for r in &needs {
