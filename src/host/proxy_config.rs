@@ -231,6 +231,14 @@ pub struct ConfigArgs {
     /// `http` (Traefik polls `/routes.yaml` every 5 s); remembered [default: file].
     #[arg(long, value_name = "file|http", value_parser = ["file", "http"])]
     pub dynamic_provider: Option<String>,
+    /// Write a cluster edge instead of a server: a Traefik reading the routes of every server
+    /// from etcd (`traefik-edge.yml` and `traefik-edge.service`; docs/cluster.md).
+    #[arg(long, requires = "cluster")]
+    pub edge: bool,
+    /// The etcd endpoints of the cluster, comma separated
+    /// (`https://10.0.0.5:2379,https://10.0.0.6:2379,https://10.0.0.7:2379`).
+    #[arg(long, value_name = "ENDPOINTS")]
+    pub cluster: Option<String>,
 }
 
 pub fn run(cmd: ProxyCommand) -> Result<u8> {
@@ -286,6 +294,15 @@ pub struct Rendered {
 
 /// The whole command: merge, validate, render, then write. Returns what it did, for the user.
 pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
+    if args.edge {
+        return crate::host::edge_config::config(args);
+    }
+    if args.cluster.is_some() {
+        bail!(
+            "renet proxy config: --cluster writes an edge and needs --edge; a server joins the \
+             cluster with `renet route-server --cluster` or the settings' `cluster` object"
+        );
+    }
     let settings_path = Settings::path(args.settings.as_deref());
     let mut settings = Settings::load(&settings_path)?;
     merge(&mut settings, args).with_context(|| "renet proxy config: invalid flag".to_string())?;
@@ -946,7 +963,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
 /// The sandbox every renet-written unit shares where it can: no new privileges, a read-only
 /// system, private /tmp and devices, no kernel tunables, modules, logs or clock, only the
 /// usual system calls.
-const COMMON_HARDENING: &str = "NoNewPrivileges=yes
+pub(crate) const COMMON_HARDENING: &str = "NoNewPrivileges=yes
 PrivateTmp=yes
 PrivateDevices=yes
 DevicePolicy=closed
