@@ -33,10 +33,13 @@ enum Command {
     /// Print each service of a repo with its slot and IP.
     Ips(compose_command::IpsArgs),
     /// Serve Traefik v3 dynamic configuration built from the repo daemons' containers.
-    RouteServer(route_server::RouteServerArgs),
+    RouteServer(Box<route_server::RouteServerArgs>),
     /// List and release host claims and port allocations of the route server.
     #[command(subcommand)]
     Claims(claims_command::ClaimsCommand),
+    /// Several servers behind one edge: list the cluster in etcd, release cluster-wide claims.
+    #[command(subcommand)]
+    Cluster(renet::routing::cluster::command::ClusterCommand),
     /// Traefik static configuration and systemd units.
     #[command(subcommand)]
     Proxy(proxy_config::ProxyCommand),
@@ -94,9 +97,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compose(args) => compose_command::run(args),
         Command::Ips(args) => compose_command::run_ips(args),
-        Command::RouteServer(args) => route_server::run(args),
+        Command::RouteServer(args) => route_server::run(*args),
         Command::Proxy(cmd) => proxy_config::run(cmd),
         Command::Claims(cmd) => claims_command::run(cmd),
+        Command::Cluster(cmd) => renet::routing::cluster::command::run(cmd),
         Command::Daemon(cmd) => daemons::run(cmd),
         Command::Repo(cmd) => rediaccfile::run(cmd),
         Command::Routes(args) => renet::routing::routes_cli::run(args),

@@ -74,6 +74,9 @@ pub struct Settings {
     pub isolation: crate::host::isolation::IsolationSettings,
     /// What `renet compose` lets repositories use beyond its allow-list (spec §5).
     pub compose: crate::compose::vetting::ComposeSettings,
+    /// Several servers behind one edge: etcd endpoints, this server's name and address
+    /// (docs/cluster.md); no endpoints → one server.
+    pub cluster: crate::routing::cluster::settings::ClusterSettings,
 }
 
 impl Default for Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             proxy: Default::default(),
             isolation: Default::default(),
             compose: Default::default(),
+            cluster: Default::default(),
         }
     }
 }

@@ -16,6 +16,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::addresses::NetworkId;
+use crate::routing::cluster::gate::{self, GateOutcome};
+use crate::routing::cluster::view::ClusterView;
 use crate::routing::merge::{Obj, Proto, Published};
 use crate::routing::ownership::{AutoHosts, HostPolicy, HostTable};
 use crate::routing::port_allocation::PortTable;
@@ -70,6 +72,8 @@ pub struct RouteSettings {
     pub auto_hosts: Option<AutoHosts>,
     /// What labels may ask of the proxy.
     pub tenant: TenantLimits,
+    /// In a cluster: most hosts and edge ports one network may hold (etcd keys are shared).
+    pub cluster_resource_limit: usize,
 }
 
 impl RouteSettings {
@@ -115,6 +119,7 @@ impl RouteSettings {
             tcp_entrypoint_ports: s.tcp_entrypoint_ports(),
             udp_entrypoint_ports: s.udp_entrypoint_ports(),
             dynamic_range: (s.dynamic_range[0], s.dynamic_range[1]),
+            cluster_resource_limit: s.cluster.max_resources_per_network,
         })
     }
 }
@@ -142,6 +147,8 @@ pub struct Snapshot {
     pub ports: PortTable,
     /// The host claims after this build (persist when changed).
     pub hosts: HostTable,
+    /// In cluster mode: what the routers need from the cluster, and who waits for it.
+    pub cluster: Option<GateOutcome>,
 }
 
 /// What a build starts from: the persisted claims.
@@ -206,6 +213,9 @@ pub struct RouteBuilder {
     scopes: claims::ScopeCache,
     render: render::RenderCache,
     timings: StageTimes,
+    /// In cluster mode, what this server knows of etcd: routers are served only with their
+    /// cluster resources held (`cluster::gate`).
+    cluster: Option<std::sync::Arc<ClusterView>>,
 }
 
 /// How long each stage of the last build took (benchmarks and debug logs).
@@ -244,6 +254,7 @@ impl RouteBuilder {
         if self.settings.as_ref() != Some(settings) {
             *self = RouteBuilder {
                 settings: Some(settings.clone()),
+                cluster: self.cluster.take(),
                 ..RouteBuilder::default()
             };
         }
@@ -277,6 +288,16 @@ impl RouteBuilder {
             &mut conflicts,
             &mut removed,
         );
+        let cluster = self.cluster.as_deref().map(|view| {
+            gate::gate(
+                &mut published,
+                view,
+                settings.cluster_resource_limit,
+                &mut self.scopes,
+                &mut refused,
+                &mut removed,
+            )
+        });
         claims::drop_orphans(&mut published, &removed);
         self.timings.claims = t.elapsed();
         let t = std::time::Instant::now();
@@ -296,7 +317,13 @@ impl RouteBuilder {
             conflicts,
             ports,
             hosts,
+            cluster,
         }
+    }
+
+    /// Sets (or clears) the cluster view the next builds judge routers against.
+    pub fn set_cluster_view(&mut self, view: Option<std::sync::Arc<ClusterView>>) {
+        self.cluster = view;
     }
 
     /// How long each stage of the last build took.

@@ -26,7 +26,7 @@ use crate::routing::rule::{self, HostScope, Protocol};
 use crate::routing::traefik_labels::Value;
 
 /// A router taken out, and why (an entry of `/health`'s `refused`).
-fn refusal(
+pub(crate) fn refusal(
     proto: Proto,
     name: &str,
     o: &Origin,
@@ -76,7 +76,11 @@ pub struct ScopeCache {
 }
 
 impl ScopeCache {
-    fn scopes(&mut self, proto: Proto, router: &Value) -> Result<BTreeSet<HostScope>, String> {
+    pub(crate) fn scopes(
+        &mut self,
+        proto: Proto,
+        router: &Value,
+    ) -> Result<BTreeSet<HostScope>, String> {
         let key = (
             proto,
             router.get("rule").cloned(),

@@ -64,7 +64,13 @@ pub struct AppState {
     pub state_error: Mutex<Option<String>>,
     /// Where the registered repositories are recorded; None → nothing is expected.
     pub expected: Option<Expected>,
+    /// In cluster mode, the agent's view of etcd (`/health` `cluster`).
+    pub cluster: Mutex<Option<ClusterWatch>>,
 }
+
+/// The cluster agent's published view.
+pub type ClusterWatch =
+    tokio::sync::watch::Receiver<Arc<crate::routing::cluster::view::ClusterView>>;
 
 /// The repositories this route server should see: those bound (`repo_binding`) to a daemon in
 /// its socket folder. Read at each `/health` and `/metrics` request (a readdir of small
@@ -101,7 +107,13 @@ impl AppState {
             discovery,
             state_error: Mutex::new(None),
             expected,
+            cluster: Mutex::new(None),
         })
+    }
+
+    /// Shows the cluster agent's view in `/health` from now on.
+    pub fn set_cluster(&self, view: ClusterWatch) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
     }
 
     /// The snapshot being served now.
@@ -219,7 +231,9 @@ pub fn health_value(s: &AppState) -> Value {
         .clone();
     let expected = s.expected.as_ref().map(Expected::list).unwrap_or_default();
     let daemons = daemon_entries(&reports, &s.discovery.without_socket(), &expected);
-    let healthy = daemons.iter().all(|d| d["state"] == "connected");
+    let cluster = cluster_value(s, snap);
+    let healthy = daemons.iter().all(|d| d["state"] == "connected")
+        && cluster.as_ref().is_none_or(|c| c["connected"] == true);
     let status = if healthy && state_error.is_none() {
         "ok"
     } else {
@@ -229,7 +243,7 @@ pub fn health_value(s: &AppState) -> Value {
         .iter()
         .map(|b| json!({"network_id": b.network_id, "root": b.root.display().to_string()}))
         .collect();
-    json!({
+    let mut v = json!({
         "status": status,
         "expected": expected,
         "routers": snap.router_count,
@@ -245,7 +259,41 @@ pub fn health_value(s: &AppState) -> Value {
         "conflicts": snap.conflicts,
         "state_error": state_error,
         "snapshot_generation": p.generation,
-    })
+    });
+    if let Some(c) = cluster {
+        v["cluster"] = c;
+    }
+    v
+}
+
+/// `/health` `cluster`: whether etcd is reachable, what this server serves at the edge, and
+/// the routers waiting for a cluster claim. A server that lost etcd keeps serving what it held
+/// and says so here (and `status` turns `degraded`).
+fn cluster_value(s: &AppState, snap: &Snapshot) -> Option<Value> {
+    let view = s
+        .cluster
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()?
+        .borrow()
+        .clone();
+    let serving: Vec<Value> = view
+        .served_here()
+        .map(|(r, e)| json!({"resource": r.to_string(), "network_id": e.serving.network_id}))
+        .collect();
+    let pending = snap
+        .cluster
+        .as_ref()
+        .map(|c| c.pending.clone())
+        .unwrap_or_default();
+    Some(json!({
+        "server": view.server,
+        "connected": view.connected,
+        "error": view.error,
+        "servers": view.servers.keys().collect::<Vec<_>>(),
+        "serving": serving,
+        "pending": pending,
+    }))
 }
 
 /// Each known daemon with its `state`, then those that run without a socket (`no-socket`), then

@@ -11,6 +11,7 @@ pub mod check;
 pub mod claims;
 pub mod claims_command;
 pub mod claims_store;
+pub mod cluster;
 pub mod discovery;
 pub mod fragment;
 pub mod http_api;

@@ -18,6 +18,9 @@ use anyhow::{Context, Result, bail};
 use crate::host::settings::Settings;
 use crate::routing::build::{self as routes, Claims, Container, RouteSettings};
 use crate::routing::claims_store::{ClaimsStore, Stamp};
+use crate::routing::cluster::agent::{Agent, Wanted};
+use crate::routing::cluster::settings::ClusterConfig;
+use crate::routing::cluster::view::ClusterView;
 use crate::routing::discovery::{self, Discovery};
 use crate::routing::http_api::{self, AppState, Published};
 use crate::routing::last_known;
@@ -33,6 +36,31 @@ struct Builder {
     dynamic_file: Option<PathBuf>,
     /// Where each built container set goes to be saved as the last known one.
     saves: tokio::sync::watch::Sender<Arc<Vec<Container>>>,
+    /// In a cluster: the agent's view (a change rebuilds) and where the wanted resources go.
+    cluster: Option<ClusterLink>,
+}
+
+/// The builder's two channels to the cluster agent.
+struct ClusterLink {
+    view: tokio::sync::watch::Receiver<Arc<ClusterView>>,
+    wanted: tokio::sync::watch::Sender<Wanted>,
+}
+
+impl ClusterLink {
+    /// Hands the resources a build wants to the agent (only when they changed).
+    fn send_wanted(&self, snapshot: &routes::Snapshot) {
+        if let Some(outcome) = &snapshot.cluster {
+            let next = Some(outcome.wanted.clone());
+            self.wanted.send_if_modified(|w| {
+                if *w == next {
+                    false
+                } else {
+                    *w = next;
+                    true
+                }
+            });
+        }
+    }
 }
 
 /// Replaces the dynamic configuration file atomically, so Traefik's file provider never reads
@@ -109,6 +137,16 @@ pub struct RouteServerArgs {
     /// repository whose daemon is missing makes `/health` degraded [default /var/lib/rediacc].
     #[arg(long, env = "RENET_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Join a cluster: etcd endpoints, comma separated (docs/cluster.md)
+    /// [settings: cluster.endpoints].
+    #[arg(long, value_name = "URLS")]
+    pub cluster: Option<String>,
+    /// This server's name in the cluster [settings: cluster.name; default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// The IP address the edge reaches this server's Traefik on [settings: cluster.address].
+    #[arg(long, value_name = "IP")]
+    pub cluster_address: Option<String>,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -139,6 +177,8 @@ pub struct Config {
     pub routes: RouteSettings,
     pub redeploy_grace: Duration,
     pub dynamic_file: Option<PathBuf>,
+    /// In a cluster: how to reach etcd and who this server is.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -197,8 +237,22 @@ impl Config {
         if let Some(v) = a.dynamic_file {
             s.dynamic_file = Some(v);
         }
+        if let Some(v) = a.cluster {
+            s.cluster.endpoints = vec![v];
+        }
+        if let Some(v) = a.cluster_name {
+            s.cluster.name = Some(v);
+        }
+        if let Some(v) = a.cluster_address {
+            s.cluster.address = Some(v);
+        }
+        let cluster = s
+            .cluster
+            .resolve(s.http_port, s.https_port)
+            .with_context(|| format!("{}: cluster", path.display()))?;
         let listen = parse_listen(&s.listen)?;
         Ok(Config {
+            cluster,
             listen,
             socket_dir: s.socket_dir.clone(),
             state_dir: s.state_dir.clone(),
@@ -287,7 +341,36 @@ pub async fn serve(
             INITIAL_SYNC_TIMEOUT
         );
     }
-    let first = build_snapshot(&discovery, &config.routes, &claims).await?;
+    let serving_file = config
+        .state_dir
+        .join(crate::routing::cluster::agent::SERVING_FILE);
+    let agent = config
+        .cluster
+        .clone()
+        .map(|c| Agent::start(c, Some(serving_file)));
+    let cluster = agent.as_ref().map(|a| ClusterLink {
+        view: a.view.clone(),
+        wanted: a.wanted.clone(),
+    });
+    if let Some(link) = &cluster {
+        // Like the daemons' first listing: a start should not publish everything as waiting
+        // for etcd when etcd answers in milliseconds.
+        let mut view = link.view.clone();
+        let connected =
+            tokio::time::timeout(INITIAL_SYNC_TIMEOUT, view.wait_for(|v| v.connected)).await;
+        if !matches!(connected, Ok(Ok(_))) {
+            tracing::warn!(
+                "cluster: etcd did not answer within {:?}; serving what this server served \
+                 before, claiming nothing new until it does",
+                INITIAL_SYNC_TIMEOUT
+            );
+        }
+    }
+    let first_view = cluster.as_ref().map(|c| c.view.borrow().clone());
+    let first = build_snapshot(&discovery, &config.routes, &claims, first_view).await?;
+    if let Some(link) = &cluster {
+        link.send_wanted(&first.0);
+    }
     let container_count = first.1.len();
     let first_claims = claims_of(&first.0);
     let first_published = Published::new(first.0, 0);
@@ -300,6 +383,9 @@ pub async fn serve(
         socket_dir: config.socket_dir.clone(),
     };
     let state = AppState::with_expected(first_published, discovery.clone(), Some(expected));
+    if let Some(link) = &cluster {
+        state.set_cluster(link.view.clone());
+    }
     // The saver writes the latest container set in the background: a slow disk never delays
     // the next rebuild, and a burst of changes costs one write of the newest set.
     let (saves, saved) = tokio::sync::watch::channel(Arc::new(first.1.clone()));
@@ -326,6 +412,7 @@ pub async fn serve(
             lingering: Lingering::new(config.redeploy_grace),
             dynamic_file: config.dynamic_file.clone(),
             saves,
+            cluster,
         },
         stamp,
     ));
@@ -335,6 +422,9 @@ pub async fn serve(
         .context("HTTP server failed");
     builder.abort();
     saver.abort();
+    if let Some(agent) = agent {
+        agent.shutdown().await;
+    }
     // A last save on the way out, so a change just before a restart is not lost.
     let final_set = discovery.containers();
     let saved_at_exit =
@@ -353,11 +443,14 @@ async fn build_snapshot(
     discovery: &Discovery,
     settings: &RouteSettings,
     claims: &Claims,
+    cluster: Option<Arc<ClusterView>>,
 ) -> Result<(routes::Snapshot, Vec<Container>)> {
     let containers = discovery.containers();
     let (settings, claims) = (settings.clone(), claims.clone());
     tokio::task::spawn_blocking(move || {
-        let snapshot = routes::build_with(&containers, &settings, &claims);
+        let mut builder = routes::RouteBuilder::default();
+        builder.set_cluster_view(cluster);
+        let snapshot = builder.build(&containers, &settings, &claims);
         (snapshot, containers)
     })
     .await
@@ -387,6 +480,7 @@ async fn builder_loop(
         mut lingering,
         dynamic_file,
         saves,
+        mut cluster,
     } = builder;
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
@@ -399,15 +493,16 @@ async fn builder_loop(
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(CLAIMS_CHECK_INTERVAL)
             .min(CLAIMS_CHECK_INTERVAL);
-        let woken_by_discovery = tokio::select! {
-            _ = discovery.changed() => true,
-            _ = tokio::time::sleep(wake) => false,
+        let (woken_by_discovery, cluster_changed) = tokio::select! {
+            _ = discovery.changed() => (true, false),
+            _ = cluster_view_changed(&mut cluster) => (false, true),
+            _ = tokio::time::sleep(wake) => (false, false),
         };
         // A timer tick only matters when the claims files changed or a departed container's
         // grace period ended; otherwise the container set is not even read.
         let external_change = store.stamp() != stamp;
         let grace_ended = lingering.next_expiry().is_some_and(|t| t <= Instant::now());
-        if !woken_by_discovery && !external_change && !grace_ended {
+        if !woken_by_discovery && !external_change && !grace_ended && !cluster_changed {
             continue;
         }
         let live = discovery.containers();
@@ -429,7 +524,7 @@ async fn builder_loop(
                 }
             }
         }
-        if containers == last_containers && !external_change {
+        if containers == last_containers && !external_change && !cluster_changed {
             continue;
         }
         let started = Instant::now();
@@ -442,6 +537,9 @@ async fn builder_loop(
         // The builder moves to the blocking pool and back: it keeps what it built, so a
         // change costs only what it touched (`RouteBuilder`).
         let mut builder_now = route_builder.take().unwrap_or_default();
+        if let Some(link) = &cluster {
+            builder_now.set_cluster_view(Some(link.view.borrow().clone()));
+        }
         let built = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let snapshot = builder_now.build(&containers, &s, &start_claims);
@@ -467,6 +565,9 @@ async fn builder_loop(
                 continue;
             }
         };
+        if let Some(link) = &cluster {
+            link.send_wanted(&published.snapshot);
+        }
         let new_claims = claims_of(&published.snapshot);
         match persist(&state, &store, &claims, &new_claims, stamp.clone()).await {
             Some(new_stamp) => {
@@ -509,6 +610,19 @@ async fn builder_loop(
             if changed_yaml { ", routes changed" } else { "" }
         );
         last_containers = containers;
+    }
+}
+
+/// Resolves when the cluster agent published a new view; never without a cluster.
+async fn cluster_view_changed(cluster: &mut Option<ClusterLink>) {
+    match cluster {
+        Some(link) => {
+            if link.view.changed().await.is_err() {
+                // The agent is gone (shutting down): stop listening to it.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

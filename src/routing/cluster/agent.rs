@@ -1,0 +1,502 @@
+//! The cluster agent: this route server's one connection to etcd (docs/cluster.md).
+//!
+//! It holds a lease and renews it, publishes the server's record and edge services under it,
+//! mirrors `<prefix>/` into a [`ClusterView`] with a watch, and turns what route building
+//! wants (`GateOutcome::wanted`) into transactions: first claims, takeovers of the
+//! repository's own resources, lease refreshes after a reconnection, and releases of what is
+//! no longer wanted. Every write that decides ownership is a transaction comparing what the
+//! mirror saw, so two servers racing for a resource cannot both win.
+//!
+//! When etcd cannot be reached, the view keeps what it last knew (the server keeps serving
+//! what it holds) with `connected: false`, and the agent retries every second.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::watch;
+
+use crate::routing::cluster::keys::{Resource, Schema, ServerRecord, Serving};
+use crate::routing::cluster::settings::{ClusterConfig, Connection};
+use crate::routing::cluster::view::ClusterView;
+
+/// What route building wants held, by resource (None until the first build said so: a
+/// restarting server must not release what it serves before it knows what it needs).
+pub type Wanted = Option<BTreeMap<Resource, u32>>;
+
+/// The running agent: its view for route building and `/health`, and the channel route
+/// building answers on.
+pub struct Agent {
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    pub wanted: watch::Sender<Wanted>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// File in the state folder listing what this server served at the edge, so a restart while
+/// etcd is unreachable keeps serving it (docs/cluster.md "Leases and failure").
+pub const SERVING_FILE: &str = "cluster-serving.json";
+
+/// What this server serves, as saved: `[["host","shop.example.com",4032], ...]`.
+type SavedServing = Vec<(String, String, u32)>;
+
+fn saved_serving(view: &ClusterView) -> SavedServing {
+    view.served_here()
+        .map(|(r, e)| (r.kind().to_string(), r.id(), e.serving.network_id))
+        .collect()
+}
+
+/// The view a start begins with: what the last run served, not yet confirmed by etcd.
+fn seeded_view(name: &str, state_file: Option<&std::path::Path>) -> ClusterView {
+    let mut view = ClusterView::new(name);
+    let Some(path) = state_file else { return view };
+    let saved: SavedServing = match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{}: ignored ({e})", path.display());
+                return view;
+            }
+        },
+        Err(_) => return view,
+    };
+    for (kind, id, n) in saved {
+        if let Ok(r) = Resource::parse(&kind, &id) {
+            let serving = Serving {
+                network_id: n,
+                server: name.to_string(),
+            };
+            let raw = serving.encode().into_bytes();
+            view.serving.insert(
+                r,
+                crate::routing::cluster::view::ServingEntry {
+                    serving,
+                    raw,
+                    lease: 0,
+                },
+            );
+        }
+    }
+    view
+}
+
+fn save_serving(path: &std::path::Path, view: &ClusterView) {
+    let body = serde_json::to_vec(&saved_serving(view)).expect("plain data");
+    if let Err(e) = crate::atomic_file::write(path, &body, Some(0o600)) {
+        tracing::warn!(
+            "{}: cannot save what this server serves: {e}",
+            path.display()
+        );
+    }
+}
+
+impl Agent {
+    /// Starts the agent; it connects in the background. `state_file` remembers what this
+    /// server serves across restarts ([`SERVING_FILE`] in the state folder).
+    pub fn start(config: ClusterConfig, state_file: Option<std::path::PathBuf>) -> Agent {
+        let seeded = seeded_view(&config.name, state_file.as_deref());
+        let (view_tx, view) = watch::channel(Arc::new(seeded.clone()));
+        // Until route building says what it wants, want back what the last run served: a
+        // restart after the lease ended re-takes it before the first build looks.
+        let previous: BTreeMap<Resource, u32> = seeded
+            .served_here()
+            .map(|(r, e)| (r.clone(), e.serving.network_id))
+            .collect();
+        let (wanted, wanted_rx) = watch::channel((!previous.is_empty()).then_some(previous));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(config, seeded, state_file, view_tx, wanted_rx, stop_rx));
+        Agent {
+            view,
+            wanted,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    /// Stops the agent and revokes its lease (bounded), so the edge forgets this server at
+    /// once instead of after the TTL.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(3), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// How long one etcd request may take before the connection counts as lost.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between connection attempts.
+const RETRY: Duration = Duration::from_secs(1);
+
+async fn run(
+    config: ClusterConfig,
+    mut view: ClusterView,
+    state_file: Option<std::path::PathBuf>,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    mut wanted: watch::Receiver<Wanted>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let schema = Schema::new(&config.prefix, &config.traefik_root);
+    let mut saved = saved_serving(&view);
+    loop {
+        let mut session = Session {
+            config: &config,
+            schema: &schema,
+            view: &mut view,
+            view_tx: &view_tx,
+            client: None,
+            lease: 0,
+            state_file: state_file.as_deref(),
+            saved: &mut saved,
+        };
+        let outcome = tokio::select! {
+            r = session.run(&mut wanted) => Some(r),
+            _ = &mut stop => None,
+        };
+        let (client, lease) = (session.client.take(), session.lease);
+        match outcome {
+            None => {
+                if let Some(mut c) = client
+                    && lease != 0
+                {
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, c.lease_revoke(lease)).await;
+                    tracing::info!("cluster: lease {lease:x} revoked; leaving the cluster");
+                }
+                return;
+            }
+            Some(Err(e)) => {
+                let message = format!("{e:#}");
+                if view.connected || view.error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!("cluster: {message}; keeping what this server serves");
+                }
+                view.connected = false;
+                view.lease = 0;
+                view.error = Some(message);
+                view_tx.send_replace(Arc::new(view.clone()));
+            }
+            Some(Ok(())) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// One connection with one lease; ends with an error when either is lost.
+struct Session<'a> {
+    config: &'a ClusterConfig,
+    schema: &'a Schema,
+    view: &'a mut ClusterView,
+    view_tx: &'a watch::Sender<Arc<ClusterView>>,
+    client: Option<Client>,
+    lease: i64,
+    state_file: Option<&'a std::path::Path>,
+    /// What the state file holds now (written only when it changes).
+    saved: &'a mut SavedServing,
+}
+
+pub(crate) async fn connect(config: &Connection) -> Result<Client> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(1), REQUEST_TIMEOUT)
+        // Requests fail on a member cut off from the leader, instead of answering from a
+        // minority partition.
+        .with_require_leader(true);
+    if let Some((user, password)) = &config.credentials {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        let mut t = etcd_client::TlsOptions::new();
+        if let Some(ca) = &tls.ca_file {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("cluster.ca_file {}", ca.display()))?;
+            t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = &tls.identity {
+            let c = std::fs::read(cert)
+                .with_context(|| format!("cluster.cert_file {}", cert.display()))?;
+            let k = std::fs::read(key)
+                .with_context(|| format!("cluster.key_file {}", key.display()))?;
+            t = t.identity(etcd_client::Identity::from_pem(c, k));
+        }
+        options = options.with_tls(t);
+    }
+    tokio::time::timeout(
+        REQUEST_TIMEOUT * 2,
+        Client::connect(config.endpoints.clone(), Some(options)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("etcd {}: no answer", config.endpoints.join(",")))?
+    .with_context(|| format!("etcd {}", config.endpoints.join(",")))
+}
+
+impl Session<'_> {
+    fn record(&self) -> ServerRecord {
+        ServerRecord {
+            address: self.config.address.to_string(),
+            http_port: self.config.http_port,
+            https_port: self.config.https_port,
+            name: self.config.name.clone(),
+        }
+    }
+
+    fn publish(&mut self) {
+        self.view_tx.send_replace(Arc::new(self.view.clone()));
+        if let Some(path) = self.state_file {
+            let now = saved_serving(self.view);
+            if now != *self.saved {
+                save_serving(path, self.view);
+                *self.saved = now;
+            }
+        }
+    }
+
+    async fn run(&mut self, wanted: &mut watch::Receiver<Wanted>) -> Result<()> {
+        let ttl = self.config.lease_ttl;
+        let mut client = connect(&self.config.connection).await?;
+        self.client = Some(client.clone());
+        let lease = client
+            .lease_grant(ttl.as_secs() as i64, None)
+            .await
+            .context("etcd: cannot get a lease")?
+            .id();
+        self.lease = lease;
+        let (mut keeper, mut renewals) = client
+            .lease_keep_alive(lease)
+            .await
+            .context("etcd: cannot keep the lease alive")?;
+        self.announce(&mut client).await?;
+
+        let prefix = self.schema.own_prefix();
+        let listing = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .context("etcd: cannot read the cluster state")?;
+        let revision = listing.header().map(|h| h.revision()).unwrap_or(0);
+        let mut fresh = ClusterView::new(&self.config.name);
+        for kv in listing.kvs() {
+            if let Ok(key) = kv.key_str() {
+                fresh.apply(self.schema, key, Some((kv.value(), kv.lease())));
+            }
+        }
+        fresh.connected = true;
+        fresh.lease = lease;
+        *self.view = fresh;
+        let mut events = client
+            .watch(
+                prefix,
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            )
+            .await
+            .context("etcd: cannot watch the cluster state")?;
+        tracing::info!(
+            "cluster: joined as `{}` with lease {lease:x} (TTL {:?}), {} servers, {} owned resources",
+            self.config.name,
+            ttl,
+            self.view.servers.len(),
+            self.view.owners.len()
+        );
+        // Take back what this server served before (its old lease may still be alive) before
+        // route building first sees the fresh view, so a reconnection causes no gap.
+        let first = wanted.borrow().clone();
+        self.reconcile(&mut client, first.as_ref()).await?;
+        self.publish();
+
+        let mut renew = tokio::time::interval(ttl / 3);
+        let mut last_renewal = Instant::now();
+        loop {
+            tokio::select! {
+                _ = renew.tick() => {
+                    if last_renewal.elapsed() > ttl {
+                        bail!("etcd: lease {lease:x} not renewed for {:?}", last_renewal.elapsed());
+                    }
+                    keeper.keep_alive().await.context("etcd: lease renewal failed")?;
+                }
+                answer = renewals.message() => {
+                    match answer.context("etcd: lease renewal failed")? {
+                        Some(r) if r.ttl() > 0 => last_renewal = Instant::now(),
+                        Some(_) => bail!("etcd: lease {lease:x} expired"),
+                        None => bail!("etcd: the lease renewal stream ended"),
+                    }
+                }
+                message = events.message() => {
+                    let response = message
+                        .context("etcd: watch failed")?
+                        .context("etcd: the watch ended")?;
+                    if response.canceled() {
+                        bail!("etcd: the watch was cancelled ({})", response.cancel_reason());
+                    }
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let Ok(key) = kv.key_str() else { continue };
+                        let value = match event.event_type() {
+                            etcd_client::EventType::Put => Some((kv.value(), kv.lease())),
+                            etcd_client::EventType::Delete => None,
+                        };
+                        self.view.apply(self.schema, key, value);
+                    }
+                    let w = wanted.borrow().clone();
+                    self.reconcile(&mut client, w.as_ref()).await?;
+                    self.publish();
+                }
+                changed = wanted.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let w = wanted.borrow_and_update().clone();
+                    if self.reconcile(&mut client, w.as_ref()).await? {
+                        self.publish();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the server's record and its edge services under the lease.
+    async fn announce(&mut self, client: &mut Client) -> Result<()> {
+        let record = self.record();
+        let lease = Some(PutOptions::new().with_lease(self.lease));
+        let mut ops = vec![TxnOp::put(
+            self.schema.server(&record.name),
+            record.encode(),
+            lease.clone(),
+        )];
+        for (k, v) in self.schema.server_traefik_keys(&record) {
+            ops.push(TxnOp::put(k, v, lease.clone()));
+        }
+        client
+            .txn(Txn::new().and_then(ops))
+            .await
+            .context("etcd: cannot publish this server")?;
+        Ok(())
+    }
+
+    /// Brings etcd in line with what route building wants. Returns whether the view changed.
+    async fn reconcile(
+        &mut self,
+        client: &mut Client,
+        wanted: Option<&BTreeMap<Resource, u32>>,
+    ) -> Result<bool> {
+        let Some(wanted) = wanted else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        let me = self.config.name.clone();
+        let record = self.record();
+        let lease = Some(PutOptions::new().with_lease(self.lease));
+        for (r, &n) in wanted {
+            if self.view.owners.get(r).is_some_and(|(m, _)| *m != n) {
+                continue;
+            }
+            // The common case first, without building anything: already served under this lease.
+            if self.view.serving.get(r).is_some_and(|e| {
+                e.serving.server == me && e.serving.network_id == n && e.lease == self.lease
+            }) {
+                continue;
+            }
+            let serving_key = self.schema.serving(r);
+            let owner_key = self.schema.owner(r);
+            let mine = Serving {
+                network_id: n,
+                server: me.clone(),
+            }
+            .encode();
+            let mut puts = vec![TxnOp::put(serving_key.clone(), mine.clone(), lease.clone())];
+            for (k, v) in self.schema.resource_traefik_keys(r, &record) {
+                puts.push(TxnOp::put(k, v, lease.clone()));
+            }
+            let txn = match (self.view.serving.get(r), self.view.owners.get(r)) {
+                (Some(e), _) if e.serving.server == me && e.serving.network_id == n => {
+                    // Served by this server under an older lease: move it to the current one.
+                    Txn::new()
+                        .when([Compare::value(
+                            serving_key.clone(),
+                            CompareOp::Equal,
+                            e.raw.clone(),
+                        )])
+                        .and_then(puts)
+                }
+                (Some(_), _) => continue,
+                (None, None) => {
+                    puts.push(TxnOp::put(owner_key.clone(), n.to_string(), None));
+                    Txn::new()
+                        .when([
+                            Compare::create_revision(owner_key.clone(), CompareOp::Equal, 0),
+                            Compare::create_revision(serving_key.clone(), CompareOp::Equal, 0),
+                        ])
+                        .and_then(puts)
+                }
+                (None, Some((_, raw))) => Txn::new()
+                    .when([
+                        Compare::value(owner_key.clone(), CompareOp::Equal, raw.clone()),
+                        Compare::create_revision(serving_key.clone(), CompareOp::Equal, 0),
+                    ])
+                    .and_then(puts),
+            };
+            let done = client
+                .txn(txn)
+                .await
+                .with_context(|| format!("etcd: claiming {r}"))?;
+            if done.succeeded() {
+                tracing::info!("cluster: serving {r} for network {n}");
+                if !self.view.owners.contains_key(r) {
+                    self.view
+                        .apply(self.schema, &owner_key, Some((n.to_string().as_bytes(), 0)));
+                }
+                self.view.apply(
+                    self.schema,
+                    &serving_key,
+                    Some((mine.as_bytes(), self.lease)),
+                );
+                changed = true;
+            } else {
+                tracing::debug!("cluster: claiming {r} lost a race; the watch tells who won");
+            }
+        }
+        let releases: Vec<(Resource, Vec<u8>)> = self
+            .view
+            .served_here()
+            .filter(|(r, e)| wanted.get(*r) != Some(&e.serving.network_id))
+            .map(|(r, e)| (r.clone(), e.raw.clone()))
+            .collect();
+        for (r, raw) in releases {
+            let serving_key = self.schema.serving(&r);
+            let mut ops = vec![TxnOp::delete(serving_key.clone(), None)];
+            for p in self.schema.resource_traefik_prefixes(&r, &me) {
+                ops.push(TxnOp::delete(
+                    p,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ));
+            }
+            let done = client
+                .txn(
+                    Txn::new()
+                        .when([Compare::value(serving_key.clone(), CompareOp::Equal, raw)])
+                        .and_then(ops),
+                )
+                .await
+                .with_context(|| format!("etcd: releasing {r}"))?;
+            if done.succeeded() {
+                tracing::info!("cluster: no longer serving {r}");
+                self.view.apply(self.schema, &serving_key, None);
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}

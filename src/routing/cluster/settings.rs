@@ -1,0 +1,323 @@
+//! The `cluster` object of the settings file and the flags that override it: which etcd to
+//! use, how to authenticate, what this server is called and where the edge reaches it
+//! (docs/cluster.md "Running it").
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Default lease TTL: a dead server leaves the edge within this many seconds.
+pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 5;
+
+/// Default of `max_resources_per_network`.
+pub const DEFAULT_MAX_RESOURCES_PER_NETWORK: usize = 512;
+
+/// `cluster` in `/etc/rediacc/renet.json`. Empty `endpoints` → no cluster (one server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// etcd client URLs (`http://` or `https://`), e.g. `https://10.0.0.5:2379`.
+    pub endpoints: Vec<String>,
+    /// This server's name in the cluster, a DNS label [default: the host name].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The IP address the edge uses to reach this server's Traefik.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Seconds the server's lease lives without renewal [default 5].
+    pub lease_ttl_seconds: u64,
+    /// Prefix of renet's own keys [default `renet`].
+    pub prefix: String,
+    /// Traefik's root key, as the edge's etcd provider reads it [default `traefik`].
+    pub traefik_root: String,
+    /// CA bundle that signed etcd's server certificates (https endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, when etcd requires client certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// etcd user (role-based access), with its password in `password_file` (never inline: the
+    /// settings file is readable by the tools that read it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Most host names and edge ports one network may hold in the cluster [default 512]:
+    /// ownership keys never expire, so without a bound one repository could fill etcd.
+    pub max_resources_per_network: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            endpoints: Vec::new(),
+            name: None,
+            address: None,
+            lease_ttl_seconds: DEFAULT_LEASE_TTL_SECONDS,
+            prefix: "renet".into(),
+            traefik_root: "traefik".into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password_file: None,
+            max_resources_per_network: DEFAULT_MAX_RESOURCES_PER_NETWORK,
+        }
+    }
+}
+
+/// How to reach etcd: endpoints, TLS, credentials (checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub endpoints: Vec<String>,
+    pub tls: Option<TlsFiles>,
+    pub credentials: Option<(String, String)>,
+}
+
+/// Everything the cluster agent needs, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub connection: Connection,
+    pub name: String,
+    pub address: std::net::IpAddr,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub lease_ttl: Duration,
+    pub prefix: String,
+    pub traefik_root: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// Splits `a,b,c` into endpoints and checks each is an `http(s)://host:port` URL.
+pub fn parse_endpoints(list: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for raw in list.iter().flat_map(|s| s.split(',')) {
+        let e = raw.trim();
+        if e.is_empty() {
+            continue;
+        }
+        let rest = e
+            .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"))
+            .with_context(|| {
+                format!(
+                    "cluster endpoint `{e}`: expected http://HOST:PORT or https://HOST:PORT, \
+                     e.g. https://10.0.0.5:2379"
+                )
+            })?;
+        let authority = rest.trim_end_matches('/');
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok || authority.contains('/') || authority.contains('@') {
+            bail!(
+                "cluster endpoint `{e}`: expected http(s)://HOST:PORT, e.g. https://10.0.0.5:2379"
+            );
+        }
+        out.push(e.trim_end_matches('/').to_string());
+    }
+    Ok(out)
+}
+
+/// A server name is one DNS label: it becomes part of etcd keys and Traefik object names.
+pub fn check_server_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!(
+            "cluster name `{name}`: must be one DNS label of lower-case letters, digits and `-` \
+             (it names this server in etcd keys and edge routers); set cluster.name or \
+             --cluster-name"
+        );
+    }
+    Ok(())
+}
+
+fn host_name() -> Option<String> {
+    // The kernel's host name (what `hostname` prints), first label only.
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        })
+}
+
+/// Key-prefix pieces must not contain `/` tricks: one or more plain path segments.
+fn check_prefix(what: &str, p: &str) -> Result<()> {
+    let ok = !p.is_empty()
+        && p.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !ok {
+        bail!("cluster.{what} `{p}`: expected path segments of letters, digits, `-`, `_`");
+    }
+    Ok(())
+}
+
+impl ClusterSettings {
+    /// The agent's configuration, or `None` when no endpoints are set (no cluster).
+    pub fn resolve(&self, http_port: u16, https_port: u16) -> Result<Option<ClusterConfig>> {
+        let Some(connection) = self.connection()? else {
+            return Ok(None);
+        };
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None => host_name().context("cluster.name is not set and the host name is unknown")?,
+        };
+        check_server_name(&name)?;
+        let address = self
+            .address
+            .as_deref()
+            .context(
+                "cluster.address is not set: the IP address the edge uses to reach this \
+                 server's Traefik (--cluster-address)",
+            )?
+            .trim()
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cluster.address `{}`: expected an IP address",
+                    self.address.as_deref().unwrap_or("")
+                )
+            })?;
+        if !(1..=3600).contains(&self.lease_ttl_seconds) {
+            bail!(
+                "cluster.lease_ttl_seconds {}: expected 1..=3600",
+                self.lease_ttl_seconds
+            );
+        }
+        check_prefix("prefix", &self.prefix)?;
+        check_prefix("traefik_root", &self.traefik_root)?;
+        Ok(Some(ClusterConfig {
+            connection,
+            name,
+            address,
+            http_port,
+            https_port,
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
+            prefix: self.prefix.clone(),
+            traefik_root: self.traefik_root.clone(),
+        }))
+    }
+
+    /// How to reach etcd, or `None` when no endpoints are set.
+    pub fn connection(&self) -> Result<Option<Connection>> {
+        let endpoints = parse_endpoints(&self.endpoints)?;
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => bail!("cluster.cert_file and cluster.key_file go together"),
+        };
+        let tls = (self.ca_file.is_some() || identity.is_some()).then(|| TlsFiles {
+            ca_file: self.ca_file.clone(),
+            identity,
+        });
+        let credentials = match (&self.user, &self.password_file) {
+            (Some(u), Some(f)) => {
+                let p = std::fs::read_to_string(f)
+                    .with_context(|| format!("cluster.password_file {}", f.display()))?;
+                Some((u.clone(), p.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            (None, None) => None,
+            _ => bail!("cluster.user and cluster.password_file go together"),
+        };
+        Ok(Some(Connection {
+            endpoints,
+            tls,
+            credentials,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_urls_with_ports() {
+        assert_eq!(
+            parse_endpoints(&["http://198.18.72.1:23791, https://a.example:2379/".into()]).unwrap(),
+            vec!["http://198.18.72.1:23791", "https://a.example:2379"]
+        );
+        for bad in [
+            "198.18.72.1:2379",
+            "http://h",
+            "http://h:0",
+            "http://u@h:1",
+            "ftp://h:1",
+        ] {
+            let e = parse_endpoints(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn no_endpoints_means_no_cluster() {
+        assert_eq!(ClusterSettings::default().resolve(80, 443).unwrap(), None);
+    }
+
+    #[test]
+    fn resolves_and_checks() {
+        let mut s = ClusterSettings {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            name: Some("server-a".into()),
+            address: Some("198.18.72.11".into()),
+            ..Default::default()
+        };
+        let c = s.resolve(80, 443).unwrap().unwrap();
+        assert_eq!(c.name, "server-a");
+        assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        s.name = Some("Server_A".into());
+        assert!(
+            s.resolve(80, 443)
+                .unwrap_err()
+                .to_string()
+                .contains("DNS label")
+        );
+        s.name = Some("a".into());
+        s.address = None;
+        assert!(
+            s.resolve(80, 443)
+                .unwrap_err()
+                .to_string()
+                .contains("cluster.address")
+        );
+        s.address = Some("198.18.72.11".into());
+        s.prefix = "../x".into();
+        assert!(
+            s.resolve(80, 443)
+                .unwrap_err()
+                .to_string()
+                .contains("prefix")
+        );
+        s.prefix = "renet".into();
+        s.cert_file = Some("/c".into());
+        assert!(s.resolve(80, 443).is_err());
+    }
+}
