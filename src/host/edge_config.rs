@@ -68,7 +68,7 @@ pub fn split_endpoints(v: &str) -> Vec<String> {
         .collect()
 }
 
-/// Validates the etcd access: endpoints `[http://|https://]host:port` (an IPv4, `[IPv6]` or a
+/// Validates the etcd access: endpoints `http(s)://host:port` (as the servers take them) (an IPv4, `[IPv6]` or a
 /// DNS name, a port, no path), one scheme for all, client certificate and key together, a user
 /// with a password, a root key Traefik can use. The error names the endpoint or setting.
 pub fn etcd_access(input: &EtcdAccessInput) -> Result<EtcdAccess> {
@@ -153,7 +153,9 @@ fn parse_endpoint(e: &str) -> Result<(&'static str, String)> {
     } else if let Some((s, _)) = e.split_once("://") {
         bail!("scheme `{s}` is not http or https");
     } else {
-        ("http", e)
+        bail!(
+            "give the scheme: http://HOST:PORT or https://HOST:PORT, as in https://10.0.0.5:2379"
+        );
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('/') || rest.contains('?') || rest.contains('@') {
@@ -421,13 +423,17 @@ pub fn config(args: &crate::host::proxy_config::ConfigArgs) -> Result<Vec<String
     let settings_path = Settings::path(args.settings.as_deref());
     let mut settings = Settings::load(&settings_path)?;
     pc::merge(&mut settings, args).context("renet proxy config --edge: invalid flag")?;
+    if let Some(list) = &args.cluster {
+        settings.cluster.endpoints = split_endpoints(list);
+    }
     pc::validate(&settings).with_context(|| {
         format!(
             "renet proxy config --edge: invalid settings (flags merged into {}); nothing was written",
             settings_path.display()
         )
     })?;
-    let access = etcd_access(&access_input(&settings, args))
+    let access = access_input(&settings)
+        .and_then(|input| etcd_access(&input))
         .context("renet proxy config --edge: nothing was written")?;
     let paths = EdgePaths {
         settings: std::path::absolute(&settings_path)?,
@@ -463,16 +469,36 @@ pub fn config(args: &crate::host::proxy_config::ConfigArgs) -> Result<Vec<String
     Ok(report)
 }
 
-/// The etcd access of the edge: `--cluster` gives the endpoints.
-fn access_input(_s: &Settings, args: &crate::host::proxy_config::ConfigArgs) -> EtcdAccessInput {
-    EtcdAccessInput {
-        endpoints: args
-            .cluster
-            .as_deref()
-            .map(split_endpoints)
-            .unwrap_or_default(),
-        ..Default::default()
+/// The etcd access of the edge, from the settings' `cluster` object (endpoints, root key, TLS
+/// files, user and password file: the same ones the servers use); `--cluster` has already been
+/// merged into the endpoints.
+fn access_input(s: &Settings) -> Result<EtcdAccessInput> {
+    let c = &s.cluster;
+    let password = match &c.password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cluster.password_file {}: cannot read", f.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    if c.user.is_some() != c.password_file.is_some() {
+        bail!("cluster.user and cluster.password_file go together");
     }
+    Ok(EtcdAccessInput {
+        endpoints: c
+            .endpoints
+            .iter()
+            .flat_map(|e| split_endpoints(e))
+            .collect(),
+        root_key: Some(c.traefik_root.clone()),
+        ca_file: c.ca_file.clone(),
+        cert_file: c.cert_file.clone(),
+        key_file: c.key_file.clone(),
+        user: c.user.clone(),
+        password,
+    })
 }
 
 fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<()> {
@@ -508,7 +534,7 @@ mod tests {
     #[test]
     fn endpoints_lose_their_scheme_and_keep_their_order() {
         let a = etcd_access(&input(
-            "http://198.18.72.1:23791, 198.18.72.1:23792,http://etcd-3.example.com:2379/",
+            "http://198.18.72.1:23791, http://198.18.72.1:23792,http://etcd-3.example.com:2379/",
         ))
         .unwrap();
         assert_eq!(
@@ -530,14 +556,15 @@ mod tests {
     fn bad_endpoints_are_named() {
         for (e, why) in [
             ("", "none given"),
-            ("10.0.0.5", "no port"),
-            ("10.0.0.5:0", "port 0"),
-            ("10.0.0.5:99999", "out of range"),
+            ("10.0.0.5:2379", "give the scheme"),
+            ("http://10.0.0.5", "no port"),
+            ("http://10.0.0.5:0", "port 0"),
+            ("http://10.0.0.5:99999", "out of range"),
             ("ftp://10.0.0.5:2379", "scheme `ftp`"),
             ("http://10.0.0.5:2379/v3", "no path"),
-            ("2001:db8::5:2379", "brackets"),
-            ("[2001:db8::zz]:2379", "IPv6"),
-            ("bad_host:2379", "neither an IP"),
+            ("http://2001:db8::5:2379", "brackets"),
+            ("http://[2001:db8::zz]:2379", "IPv6"),
+            ("http://bad_host:2379", "neither an IP"),
             (
                 "http://10.0.0.5:2379,https://10.0.0.6:2379",
                 "some are http",
@@ -562,10 +589,10 @@ mod tests {
         let mut i = input("https://10.0.0.5:2379");
         i.ca_file = Some("ca.pem".into());
         assert!(format!("{:#}", etcd_access(&i).unwrap_err()).contains("absolute"));
-        let mut i = input("10.0.0.5:2379");
+        let mut i = input("http://10.0.0.5:2379");
         i.user = Some("edge".into());
         assert!(format!("{:#}", etcd_access(&i).unwrap_err()).contains("password"));
-        let mut i = input("10.0.0.5:2379");
+        let mut i = input("http://10.0.0.5:2379");
         i.root_key = Some("/traefik".into());
         assert!(format!("{:#}", etcd_access(&i).unwrap_err()).contains("traefik_root"));
     }
@@ -637,7 +664,7 @@ mod tests {
 
     #[test]
     fn plain_endpoints_have_no_tls_section_and_the_unit_is_hardened() {
-        let a = etcd_access(&input("198.18.72.1:23791")).unwrap();
+        let a = etcd_access(&input("http://198.18.72.1:23791")).unwrap();
         let r = render(&settings(), &a, &paths());
         let doc: serde_json::Value = serde_yaml::from_str(&r.static_config).unwrap();
         assert!(doc["providers"]["etcd"].get("tls").is_none());

@@ -233,10 +233,11 @@ pub struct ConfigArgs {
     pub dynamic_provider: Option<String>,
     /// Write a cluster edge instead of a server: a Traefik reading the routes of every server
     /// from etcd (`traefik-edge.yml` and `traefik-edge.service`; docs/cluster.md).
-    #[arg(long, requires = "cluster")]
+    #[arg(long)]
     pub edge: bool,
-    /// The etcd endpoints of the cluster, comma separated
-    /// (`https://10.0.0.5:2379,https://10.0.0.6:2379,https://10.0.0.7:2379`).
+    /// With --edge: the etcd endpoints of the cluster, comma separated
+    /// (`https://10.0.0.5:2379,https://10.0.0.6:2379,https://10.0.0.7:2379`); remembered in
+    /// the settings' `cluster.endpoints` [settings: cluster.endpoints].
     #[arg(long, value_name = "ENDPOINTS")]
     pub cluster: Option<String>,
 }

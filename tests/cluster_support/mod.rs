@@ -159,6 +159,14 @@ pub fn remove_leftovers() {
         }
     }
     unmount_below("/tmp/rct-");
+    // Their folders (only ours: the lock is held, so no other run of these tests is live).
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// Kills every process of a namespace (dockerd, containerd, containers, route server,
@@ -657,13 +665,88 @@ impl Drop for Daemon {
 }
 
 /// What a repository serves in these tests: one container answering `marker` over HTTP on
-/// its service IP port 8080 (routers on `web` and `websecure` for `host`) and on `tcp_port`
-/// (forwarded from the `tcp-<port>` entrypoint).
+/// the service IP of `slot`, port 8080 (routers on `web` and `websecure` for `host`), and on
+/// `tcp_port` (forwarded from the `tcp-<port>` entrypoint, `rediacc.tcp_ports`).
 #[derive(Debug, Clone)]
 pub struct Site {
     pub host: String,
     pub marker: String,
     pub tcp_port: Option<u16>,
+    /// Slot of the container's service IP (several sites of one repository: several slots).
+    pub slot: u32,
+}
+
+impl Site {
+    pub fn new(host: &str, marker: &str) -> Site {
+        Site {
+            host: host.to_string(),
+            marker: marker.to_string(),
+            tcp_port: None,
+            slot: 0,
+        }
+    }
+    pub fn tcp(mut self, port: u16) -> Site {
+        self.tcp_port = Some(port);
+        self
+    }
+    pub fn slot(mut self, slot: u32) -> Site {
+        self.slot = slot;
+        self
+    }
+
+    /// `docker run` arguments of the site as container (and service, router) `name` of
+    /// network `n`: the labels `renet compose` writes, Traefik labels for the host.
+    pub fn docker_run_args(&self, n: u32, name: &str) -> Vec<String> {
+        let ip = renet::addresses::NetworkId::new(n)
+            .unwrap()
+            .slot_ip(self.slot)
+            .unwrap()
+            .to_string();
+        let rule = format!("Host(`{}`)", self.host);
+        let mut labels = vec![
+            ("rediacc.service_name".to_string(), name.to_string()),
+            ("rediacc.service_ip".to_string(), ip.clone()),
+            ("rediacc.network_id".to_string(), n.to_string()),
+            ("traefik.enable".to_string(), "true".to_string()),
+            (format!("traefik.http.routers.{name}.rule"), rule.clone()),
+            (
+                format!("traefik.http.routers.{name}.entrypoints"),
+                "web".into(),
+            ),
+            (format!("traefik.http.routers.{name}.service"), name.into()),
+            (format!("traefik.http.routers.{name}s.rule"), rule),
+            (
+                format!("traefik.http.routers.{name}s.entrypoints"),
+                "websecure".into(),
+            ),
+            (format!("traefik.http.routers.{name}s.tls"), "true".into()),
+            (format!("traefik.http.routers.{name}s.service"), name.into()),
+            (
+                format!("traefik.http.services.{name}.loadbalancer.server.port"),
+                "8080".into(),
+            ),
+        ];
+        let mut serve = format!("mkdir -p /w && echo {} > /w/index.html && ", self.marker);
+        if let Some(p) = self.tcp_port {
+            labels.push(("rediacc.tcp_ports".to_string(), p.to_string()));
+            serve.push_str(&format!("httpd -p {ip}:{p} -h /w && "));
+        }
+        serve.push_str(&format!("exec httpd -f -p {ip}:8080 -h /w"));
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--network".into(),
+            "host".into(),
+            "--name".into(),
+            name.into(),
+        ];
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend([IMAGE.into(), "sh".into(), "-c".into(), serve]);
+        args
+    }
 }
 
 /// One "server": a namespace with its repo daemons, route server and Traefik.
@@ -825,70 +908,29 @@ impl Server {
             .unwrap_or_else(|| panic!("server {name} runs no daemon {n}"))
     }
 
-    /// Runs `site` as container `name` on the daemon of network `n` (labels as `renet
-    /// compose` writes them, Traefik labels for the host, the TCP port as `rediacc.tcp_ports`).
+    /// Runs `site` as container `name` on the daemon of network `n`; returns its ID.
     pub fn run_site(&self, n: u32, name: &str, site: &Site) -> String {
-        let d = self.daemon(n);
-        let ip = renet::addresses::NetworkId::new(n)
-            .unwrap()
-            .slot_ip(0)
-            .unwrap()
-            .to_string();
-        let mut labels = vec![
-            ("rediacc.service_name".to_string(), "site".to_string()),
-            ("rediacc.service_ip".to_string(), ip.clone()),
-            ("rediacc.network_id".to_string(), n.to_string()),
-            ("traefik.enable".to_string(), "true".to_string()),
-            (
-                "traefik.http.routers.site.rule".to_string(),
-                format!("Host(`{}`)", site.host),
-            ),
-            (
-                "traefik.http.routers.site.entrypoints".to_string(),
-                "web".to_string(),
-            ),
-            (
-                "traefik.http.routers.sites.rule".to_string(),
-                format!("Host(`{}`)", site.host),
-            ),
-            (
-                "traefik.http.routers.sites.entrypoints".to_string(),
-                "websecure".to_string(),
-            ),
-            (
-                "traefik.http.routers.sites.tls".to_string(),
-                "true".to_string(),
-            ),
-            (
-                "traefik.http.services.site.loadbalancer.server.port".to_string(),
-                "8080".to_string(),
-            ),
-        ];
-        let mut serve = format!("mkdir -p /w && echo {} > /w/index.html && ", site.marker);
-        if let Some(p) = site.tcp_port {
-            labels.push(("rediacc.tcp_ports".to_string(), p.to_string()));
-            serve.push_str(&format!("httpd -p {ip}:{p} -h /w && "));
-        }
-        serve.push_str(&format!("exec httpd -f -p {ip}:8080 -h /w"));
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            "--network".into(),
-            "host".into(),
-            "--name".into(),
-            name.into(),
-        ];
-        for (k, v) in labels {
-            args.push("--label".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend([IMAGE.into(), "sh".into(), "-c".into(), serve]);
+        let args = site.docker_run_args(n, name);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        d.docker_ok(&args)
+        self.daemon(n).docker_ok(&args)
     }
 
-    /// Starts the route server, in the cluster when `cluster` is Some(endpoints).
+    /// Removes container `name` of network `n` (the repository goes down on this server).
+    pub fn remove_site(&self, n: u32, name: &str) {
+        self.daemon(n).docker_ok(&["rm", "-f", name]);
+    }
+
+    /// Starts the route server, in the cluster when `cluster` is Some(endpoints): the
+    /// settings' `cluster` object gets the lease TTL, the flags the endpoints, name and address.
     pub fn start_route_server(&mut self, cluster: Option<&str>) {
+        self.write_settings();
+        if cluster.is_some() {
+            let path = self.settings_path();
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            v["cluster"] = serde_json::json!({ "lease_ttl_seconds": LEASE_TTL_SECONDS });
+            std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        }
         let mut cmd = self.ns.command(renet_bin());
         cmd.arg("route-server")
             .arg("--settings")
