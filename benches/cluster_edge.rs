@@ -9,8 +9,9 @@
 //! the fill points at one real backend (busybox httpd in server namespace `a`), so the edge
 //! answers 200 as soon as it routes the host.
 //!
-//! With `RENET_BENCH_CONTAINER=1` it also measures, with a real server (repo daemon, route
-//! server in the cluster, Traefik), **container start → first 200 through the edge**.
+//! Fills of 20 × 50 and 20 × 500 hosts (`RENET_BENCH_HOSTS=N`: 20 × N only). Then, with etcd
+//! empty again and a real server (repo daemon, route server in the cluster, Traefik), it
+//! measures **container start → first 200 through the edge**.
 
 #[path = "../tests/cluster_support/mod.rs"]
 mod cluster_support;
@@ -21,8 +22,9 @@ use cluster_support::*;
 use etcd_client::{Client, Txn, TxnOp};
 
 const SERVERS: usize = 20;
-const HOSTS_PER_SERVER: usize = 500;
-const CHANGES: usize = 25;
+/// Hosts per server of the fills measured, smallest first (`RENET_BENCH_HOSTS=500` for one).
+const HOSTS_PER_SERVER: &[usize] = &[50, 500];
+const CHANGES: usize = 20;
 /// etcd's default limit of operations in one transaction is 128.
 const OPS_PER_TXN: usize = 120;
 
@@ -133,64 +135,30 @@ fn main() {
         .block_on(Client::connect(&endpoints, None))
         .expect("connect to etcd");
 
-    let fill = Instant::now();
-    let mut ops = Vec::new();
-    for s in 0..SERVERS {
-        let server = format!("s{s:02}");
-        ops.extend(server_ops(&server, "198.18.72.11"));
-        for h in 0..HOSTS_PER_SERVER {
-            ops.extend(host_ops(
-                &server,
-                4032 + 64 * s as u32,
-                &format!("h{h:03}.s{s:02}.example.test"),
-            ));
-        }
+    let sizes: Vec<usize> = match std::env::var("RENET_BENCH_HOSTS") {
+        Ok(v) => vec![v.parse().expect("RENET_BENCH_HOSTS: hosts per server")],
+        Err(_) => HOSTS_PER_SERVER.to_vec(),
+    };
+    for hosts_per_server in sizes {
+        edge_update_time(&cluster, &rt, &mut client, hosts_per_server);
+        // Empty etcd again for the next size.
+        rt.block_on(async {
+            for prefix in ["traefik/", "renet/"] {
+                client
+                    .delete(
+                        prefix,
+                        Some(etcd_client::DeleteOptions::new().with_prefix()),
+                    )
+                    .await
+                    .expect("etcd delete");
+            }
+        });
+        std::thread::sleep(Duration::from_secs(3));
     }
-    let keys = ops.len();
-    rt.block_on(apply(&mut client, ops));
-    println!(
-        "filled etcd: {SERVERS} servers x {HOSTS_PER_SERVER} hosts, {keys} keys in {:.1} s",
-        fill.elapsed().as_secs_f64()
-    );
-    let last = format!(
-        "h{:03}.s{:02}.example.test",
-        HOSTS_PER_SERVER - 1,
-        SERVERS - 1
-    );
-    let t = Instant::now();
-    first_200(&cluster.edge, &last, Duration::from_secs(300));
-    println!(
-        "edge serves all {} hosts {:.1} s after the fill",
-        SERVERS * HOSTS_PER_SERVER,
-        t.elapsed().as_secs_f64()
-    );
-    // Let the edge settle (the fill's last rebuilds).
-    std::thread::sleep(Duration::from_secs(3));
 
-    let mut times = Vec::new();
-    for i in 0..CHANGES {
-        let host = format!("new{i:02}.s{:02}.example.test", i % SERVERS);
-        let ops = host_ops(&format!("s{:02}", i % SERVERS), 4032, &host);
-        let start = Instant::now();
-        rt.block_on(apply(&mut client, ops));
-        let done = first_200(&cluster.edge, &host, Duration::from_secs(60));
-        times.push(done - start);
-        // Changes spaced out, as single changes are (the throttle window is 200 ms).
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    report(
-        &format!(
-            "edge update time, one new host among {} (keys written -> first 200 through the edge)",
-            SERVERS * HOSTS_PER_SERVER
-        ),
-        times,
-    );
-
-    if std::env::var_os("RENET_BENCH_CONTAINER").is_some() {
-        drop(_httpd);
-        drop(backend);
-        container_start_to_edge(&mut cluster);
-    }
+    drop(_httpd);
+    drop(backend);
+    container_start_to_edge(&mut cluster);
 }
 
 /// A real server in the cluster: `docker run` of a site returns → first 200 through the edge.
@@ -213,6 +181,66 @@ fn container_start_to_edge(cluster: &mut Cluster) {
     }
     report(
         "container start (docker run returned) -> first 200 through the edge",
+        times,
+    );
+}
+
+/// Fills etcd with SERVERS x `hosts_per_server` hosts, then measures CHANGES single changes.
+fn edge_update_time(
+    cluster: &Cluster,
+    rt: &tokio::runtime::Runtime,
+    client: &mut Client,
+    hosts_per_server: usize,
+) {
+    let fill = Instant::now();
+    let mut ops = Vec::new();
+    for s in 0..SERVERS {
+        let server = format!("s{s:02}");
+        ops.extend(server_ops(&server, "198.18.72.11"));
+        for h in 0..hosts_per_server {
+            ops.extend(host_ops(
+                &server,
+                4032 + 64 * s as u32,
+                &format!("h{h:03}.s{s:02}.example.test"),
+            ));
+        }
+    }
+    let keys = ops.len();
+    rt.block_on(apply(client, ops));
+    println!(
+        "filled etcd: {SERVERS} servers x {hosts_per_server} hosts, {keys} keys in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
+    let last = format!(
+        "h{:03}.s{:02}.example.test",
+        hosts_per_server - 1,
+        SERVERS - 1
+    );
+    let t = Instant::now();
+    first_200(&cluster.edge, &last, Duration::from_secs(300));
+    println!(
+        "edge serves all {} hosts {:.1} s after the fill",
+        SERVERS * hosts_per_server,
+        t.elapsed().as_secs_f64()
+    );
+    // Let the edge settle (the fill's last rebuilds).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut times = Vec::new();
+    for i in 0..CHANGES {
+        let host = format!("new{i:02}.s{:02}.example.test", i % SERVERS);
+        let ops = host_ops(&format!("s{:02}", i % SERVERS), 4032, &host);
+        let start = Instant::now();
+        rt.block_on(apply(client, ops));
+        let done = first_200(&cluster.edge, &host, Duration::from_secs(60));
+        times.push(done - start);
+        // Changes spaced out, as single changes are (the throttle window is 200 ms).
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    report(
+        &format!(
+            "edge update time, one new host among {} (keys written -> first 200 through the edge)",
+            SERVERS * hosts_per_server
+        ),
         times,
     );
 }

@@ -725,3 +725,57 @@ fn a_dead_server_leaves_the_edge_and_without_etcd_servers_keep_serving() {
     }
     c.servers.clear();
 }
+
+/// The edge's unit passes `systemd-analyze verify`; its exposure level is printed.
+#[test]
+fn the_edge_unit_passes_systemd_analyze() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(renet_bin())
+        .args(["proxy", "config", "--edge", "--cluster", &Etcd::endpoints()])
+        .arg("--settings")
+        .arg(dir.path().join("renet.json"))
+        .arg("--out-dir")
+        .arg(dir.path().join("traefik"))
+        .arg("--unit-dir")
+        .arg(dir.path().join("units"))
+        .args(["--traefik-bin", &traefik_bin()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = dir.path().join("units/traefik-edge.service");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (scripts/test-env.sh installs systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    if let Some(level) = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+    {
+        println!("edge unit: {level}");
+    }
+    // The settings remember the endpoints: a rerun without --cluster writes the same.
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("renet.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        settings["cluster"]["endpoints"],
+        serde_json::json!(Etcd::endpoints().split(',').collect::<Vec<_>>())
+    );
+}
