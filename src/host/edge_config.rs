@@ -254,7 +254,8 @@ impl EdgeRendered {
 }
 
 /// Entrypoints of the edge: `web`, `websecure` (TCP passthrough by SNI, no TLS of its own),
-/// `tcp-<port>`, `udp-<port>`, and Traefik's API/ping entrypoint when configured.
+/// `tcp-<port>`, `udp-<port>`, and Traefik's API/ping entrypoint when configured. Every TCP
+/// entrypoint gets the HTTP hardening a server's have (Traefik treats them as HTTP capable).
 pub fn edge_entrypoints(s: &Settings) -> Vec<(String, Value)> {
     let bind = s.public_ipv4.clone().unwrap_or_else(|| "127.0.0.1".into());
     let http_hardening = json!({
@@ -276,24 +277,24 @@ pub fn edge_entrypoints(s: &Settings) -> Vec<(String, Value)> {
         ),
         (
             "websecure".to_string(),
-            json!({ "address": format!("{bind}:{}", s.https_port) }),
+            json!({ "address": format!("{bind}:{}", s.https_port), "http": http_hardening.clone() }),
         ),
     ];
     if let Some(v6) = &s.public_ipv6 {
         let v6 = v6.trim_start_matches('[').trim_end_matches(']');
         out.push((
             "web-v6".to_string(),
-            json!({ "address": format!("[{v6}]:{}", s.http_port), "http": http_hardening }),
+            json!({ "address": format!("[{v6}]:{}", s.http_port), "http": http_hardening.clone() }),
         ));
         out.push((
             "websecure-v6".to_string(),
-            json!({ "address": format!("[{v6}]:{}", s.https_port) }),
+            json!({ "address": format!("[{v6}]:{}", s.https_port), "http": http_hardening.clone() }),
         ));
     }
     for p in s.tcp_entrypoint_ports() {
         out.push((
             format!("tcp-{p}"),
-            json!({ "address": format!("{bind}:{p}") }),
+            json!({ "address": format!("{bind}:{p}"), "http": http_hardening.clone() }),
         ));
     }
     for p in s.udp_entrypoint_ports() {
@@ -303,7 +304,10 @@ pub fn edge_entrypoints(s: &Settings) -> Vec<(String, Value)> {
         ));
     }
     if let Some(api) = &s.traefik_api_address {
-        out.push(("traefik".to_string(), json!({ "address": api })));
+        out.push((
+            "traefik".to_string(),
+            json!({ "address": api, "http": http_hardening }),
+        ));
     }
     out
 }
@@ -324,7 +328,10 @@ pub fn render(s: &Settings, access: &EtcdAccess, paths: &EdgePaths) -> EdgeRende
         etcd.insert("password".into(), Value::from(p.clone()));
     }
     if access.tls {
+        // Traefik refuses an empty `tls` section ("tls cannot be a standalone element"); the
+        // explicit verification flag makes it TLS with the system's CA bundle.
         let mut tls = serde_json::Map::new();
+        tls.insert("insecureSkipVerify".into(), Value::Bool(false));
         for (k, f) in [
             ("ca", &access.ca_file),
             ("cert", &access.cert_file),
@@ -652,9 +659,11 @@ mod tests {
             "the servers redirect, the edge passes HTTP on"
         );
         assert!(
-            eps["websecure"].get("http").is_none(),
+            eps["websecure"]["http"].get("tls").is_none(),
             "no TLS on the edge: passthrough by SNI"
         );
+        assert_eq!(eps["tcp-5432"]["http"]["aliasHeadersStrategy"], "delete");
+        assert_eq!(etcd["tls"]["insecureSkipVerify"], false);
         assert_eq!(eps["udp-53"]["address"], "203.0.113.9:53/udp");
         assert_eq!(doc["ping"]["entryPoint"], "traefik");
         assert!(!r.static_config.contains("0.0.0.0"));
@@ -668,6 +677,14 @@ mod tests {
         let r = render(&settings(), &a, &paths());
         let doc: serde_json::Value = serde_yaml::from_str(&r.static_config).unwrap();
         assert!(doc["providers"]["etcd"].get("tls").is_none());
+        let https = etcd_access(&input("https://10.0.0.5:2379")).unwrap();
+        let doc: serde_json::Value =
+            serde_yaml::from_str(&render(&settings(), &https, &paths()).static_config).unwrap();
+        assert_eq!(
+            doc["providers"]["etcd"]["tls"],
+            json!({ "insecureSkipVerify": false }),
+            "TLS with the system's CA bundle (Traefik refuses an empty tls section)"
+        );
         assert!(doc["providers"]["etcd"].get("password").is_none());
         assert_eq!(EdgeRendered::static_config_mode(&a), 0o644);
         let u = &r.unit;
