@@ -42,48 +42,35 @@ fn bench_project(n: usize) {
     println!("  first run (allocates {n} slots): {:.2} ms", ms(first));
     report("  steady state", &dry);
 
-    let renet_config: Vec<Duration> = (0..RUNS)
-        .map(|_| time(|| renet(dir.path(), &["--", "config"])))
-        .collect();
     let vars: Vec<(String, String)> = (0..n)
         .map(|i| (format!("SVC_{i}_IP"), format!("127.0.11.{}", i + 2)))
         .collect();
-    let plain = |extra: Option<&Path>| -> Vec<Duration> {
-        (0..RUNS)
-            .map(|_| {
-                time(|| {
-                    let mut c = Command::new("docker");
-                    c.current_dir(dir.path())
-                        .args(["compose", "-f", "compose.yaml"]);
-                    if let Some(o) = extra {
-                        c.arg("-f").arg(o);
-                    }
-                    c.arg("config").envs(vars.iter().cloned());
-                    quiet(&mut c)
-                })
-            })
-            .collect()
+    let plain = |file: &Path| {
+        let mut c = Command::new("docker");
+        c.current_dir(dir.path())
+            .args(["compose", "-f"])
+            .arg(file)
+            .arg("config")
+            .envs(vars.iter().cloned());
+        quiet(&mut c)
     };
-    let plain_config = plain(None);
-    // The model renet hands to compose: what the final compose run costs on its own.
+    // One run first: it writes the model renet hands to compose.
+    renet(dir.path(), &["--", "config"]);
     let model_file = std::fs::read_dir(std::env::temp_dir().join("renet-bench"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .unwrap();
-    let final_run: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            time(|| {
-                let mut c = Command::new("docker");
-                c.current_dir(dir.path())
-                    .args(["compose", "-f"])
-                    .arg(&model_file)
-                    .arg("config");
-                quiet(&mut c)
-            })
-        })
-        .collect();
+    // Interleaved, so that the three see the same load (the machine is shared): renet, plain
+    // compose on the user's file, plain compose on renet's model (what the final run costs on
+    // its own).
+    let (mut renet_config, mut plain_config, mut final_run) = (vec![], vec![], vec![]);
+    for _ in 0..RUNS {
+        renet_config.push(time(|| renet(dir.path(), &["--", "config"])));
+        plain_config.push(time(|| plain(Path::new("compose.yaml"))));
+        final_run.push(time(|| plain(&model_file)));
+    }
     println!("config on the same project:");
     report("  renet compose -- config                 ", &renet_config);
     report("  docker compose config                   ", &plain_config);

@@ -15,13 +15,23 @@ use std::path::Path;
 /// files of earlier writers that were killed mid-write (their pid is gone) are removed first
 /// ([`remove_stale_temp_files`]).
 pub fn write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    write_staged_in(path, parent_dir(path), bytes, mode)
+}
+
+/// Like [`write`], with the temp file in `staging` instead of beside `path`; `staging` must be
+/// on the same file system (the rename is atomic only there). For a file in a folder that
+/// another program watches (Traefik's file provider reloads on every event in its folder):
+/// the only event the folder sees is the rename that puts the complete file in place.
+pub fn write_staged_in(
+    path: &Path,
+    staging: &Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> std::io::Result<()> {
+    let dir = parent_dir(path);
     let prefix = temp_prefix(path);
-    remove_stale_temp_files(dir, &prefix);
-    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+    remove_stale_temp_files(staging, &prefix);
+    let tmp = staging.join(format!("{prefix}{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut opts = OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -36,12 +46,23 @@ pub fn write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        if staging != dir {
+            File::open(staging)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The folder of `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// `.<name>.tmp-`: what every temp file of `path` starts with (the pid follows).
@@ -101,6 +122,30 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(".state.json")]);
+    }
+
+    #[test]
+    fn a_staged_write_leaves_only_the_file_in_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join(".staging");
+        std::fs::create_dir(&staging).unwrap();
+        let watched = dir.path().join("watched");
+        std::fs::create_dir(&watched).unwrap();
+        let path = watched.join("routes.yaml");
+        write_staged_in(&path, &staging, b"old", Some(0o644)).unwrap();
+        write_staged_in(&path, &staging, b"new", Some(0o644)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names = |d: &Path| -> Vec<_> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect()
+        };
+        assert_eq!(
+            names(&watched),
+            vec![std::ffi::OsString::from("routes.yaml")]
+        );
+        assert!(names(&staging).is_empty());
     }
 
     #[test]

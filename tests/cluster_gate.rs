@@ -259,3 +259,30 @@ fn one_network_cannot_fill_the_cluster() {
             .contains("cluster.max_resources_per_network")
     );
 }
+
+#[test]
+fn a_local_first_claim_does_not_block_the_cluster_owner() {
+    // Network 3008 claimed the name locally first (say, while the owner ran elsewhere); the
+    // cluster says 2944 owns it: with the owners laid over the table, 2944 is served and
+    // 3008 refused.
+    let mut claims = Claims::default();
+    claims.hosts.hosts.insert(
+        "shop.example.com".into(),
+        renet::routing::ownership::HostClaim {
+            network_id: 3008,
+            since: 0,
+            router: "shop-3008".into(),
+        },
+    );
+    let v = view(&[
+        ("renet/owners/host/shop.example.com", "2944"),
+        ("renet/serving/host/shop.example.com", SERVED_HERE),
+    ]);
+    v.overlay_hosts(&mut claims.hosts);
+    let mut b = RouteBuilder::default();
+    b.set_cluster_view(Some(Arc::new(v)));
+    let s = b.build(&[shop(2944), shop(3008)], &settings(), &claims);
+    assert!(s.routes_yaml.contains("shop-2944"), "{}", s.routes_yaml);
+    assert!(!s.routes_yaml.contains("shop-3008"));
+    assert!(s.refused.iter().any(|r| r["owner"] == 2944));
+}

@@ -450,3 +450,74 @@ fn exit_status_of_compose_is_passed_through() {
         "same exit status as plain compose"
     );
 }
+
+/// `renet compose -- config` hands the vetted model to a compose it started ahead of time
+/// (through a pipe): what it prints must be exactly what compose prints for the model file
+/// renet writes, in every format, on the first run (new slots: the ordinary path) and later
+/// ones; compose's own errors and exit status come through; a refused project prints nothing.
+#[test]
+fn config_prints_what_compose_prints_for_the_vetted_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime");
+    let project = dir.path().join("p");
+    write(
+        &project,
+        "compose.yaml",
+        &format!(
+            "name: cfg{pid}\nservices:\n  web:\n    image: {IMAGE}\n    command: [httpd, -f, -p, '${{WEB_IP}}:8080']\n    environment:\n      PEER: ${{DB_IP}}\n      TEXT: a$$b\n    ports: ['8080:80']\n  db:\n    image: {IMAGE}\n    command: [sleep, '60']\n",
+            pid = std::process::id()
+        ),
+    );
+    let config = |args: &[&str]| {
+        let mut c = compose(&project, &[], args);
+        c.env("RENET_RUNTIME_DIR", &runtime);
+        c
+    };
+    let first = ok(&mut config(&["config"]));
+    let model = std::fs::read_dir(&runtime)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".compose.json"))
+        .expect("the model file");
+    let plain = |args: &[&str]| {
+        ok(std::process::Command::new("docker")
+            .arg("compose")
+            .arg("--project-directory")
+            .arg(&project)
+            .arg("-f")
+            .arg(&model)
+            .args(args)
+            .env("WEB_IP", "127.0.11.2")
+            .env("DB_IP", "127.0.11.3"))
+    };
+    assert_eq!(first, plain(&["config"]));
+    assert!(first.contains("network_mode: host"), "{first}");
+    for args in [
+        &["config"][..],
+        &["config", "--format", "json"],
+        &["config", "--images"],
+        &["config", "--volumes"],
+        &["config", "--hash", "*"],
+    ] {
+        assert_eq!(ok(&mut config(args)), plain(args), "{args:?}");
+    }
+    let quiet = run(&mut config(&["config", "-q"]));
+    assert!(quiet.status.success() && quiet.stdout.is_empty());
+
+    let bad = run(&mut config(&["config", "--no-such-flag"]));
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown flag: --no-such-flag"),
+        "{bad:?}"
+    );
+
+    write(
+        &project,
+        "compose.yaml",
+        &format!("services:\n  web:\n    image: {IMAGE}\n    privileged: true\n"),
+    );
+    let refused = run(&mut config(&["config"]));
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("`privileged: true`"));
+}

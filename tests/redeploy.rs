@@ -62,8 +62,7 @@ fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
     let static_yaml = format!(
         "entryPoints:\n  web:\n    address: \"127.0.0.1:{web_port}\"\n    asDefault: true\n    http:\n      middlewares: [\"renet-retry@file\"]\n  traefik:\n    address: \"127.0.0.1:{api}\"\n\
          api:\n  insecure: true\n\
-         providersThrottleDuration: \"0s\"\n\
-         providers:\n  file:\n    directory: \"{}\"\n    watch: true\n\
+         providers:\n  providersThrottleDuration: \"0s\"\n  file:\n    directory: \"{}\"\n    watch: true\n\
          log:\n  level: INFO\n",
         dynamic.display()
     );

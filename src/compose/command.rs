@@ -184,6 +184,16 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
     // Slots are written only after vetting passed; if another run added services meanwhile,
     // the model is loaded again with the new `<SERVICE>_IP` values.
     let mut known = slots::read(&repo_root)?;
+    // `config` only prints: compose can start now and read the vetted model from a pipe.
+    let pending = (!args.dry_run && prints_only(&cli))
+        .then(|| -> Result<_> {
+            let mut early = final_args_prefix(&cli, &resolved.project_dir);
+            early.extend(["-f".to_string(), "-".to_string()]);
+            early.extend(cli.rest.iter().cloned());
+            let env = child_env(network, &known, &docker_host)?;
+            Ok(invoke::PendingSpawn::start(program.clone(), early, env))
+        })
+        .and_then(Result::ok);
     let mut attempt = 0;
     let (prepared, allocation) = loop {
         let prepared = run.prepare(known)?;
@@ -212,11 +222,7 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         &resolved.files,
         &runtime_dir,
     );
-    let mut compose_args = cli.final_global();
-    if cli.project_directory.is_none() {
-        compose_args.push("--project-directory".into());
-        compose_args.push(resolved.project_dir.display().to_string());
-    }
+    let mut compose_args = final_args_prefix(&cli, &resolved.project_dir);
     if !cli
         .global
         .iter()
@@ -252,8 +258,35 @@ pub fn run(args: ComposeArgs) -> Result<u8> {
         &prepared.rewrite.aliases,
         &prepared.rewrite.extra_hosts,
     )?;
+    // The early compose has the same arguments but `-f -` for `-f <model>` and no `-p` (the
+    // model's own `name`, which is the project name renet would pass); it is used only when it
+    // was started with the final environment (no slot was added meanwhile). It reads the model
+    // while renet writes the model file (kept for the `renet compose` runs that follow).
+    let pending = pending.and_then(invoke::PendingSpawn::ready);
+    if let Some(mut p) = pending.filter(|p| p.env() == env.as_slice()) {
+        p.hand_over(text.as_bytes())?;
+        write_model(&model_path, &text)?;
+        return p.wait();
+    }
     write_model(&model_path, &text)?;
     Err(invoke::exec_compose(&program, &compose_args, &env))
+}
+
+/// The run only prints the model: `config` (all of its forms), with the project not read
+/// from stdin (`-f -`), which the early compose needs for the model.
+fn prints_only(cli: &ComposeCliArgs) -> bool {
+    cli.rest.first().is_some_and(|c| c == "config") && !cli.files.iter().any(|f| f == "-")
+}
+
+/// The global flags of the final compose run up to its `-p` and `-f`: the user's (without
+/// `--env-file`), then the project folder unless the user gave one.
+fn final_args_prefix(cli: &ComposeCliArgs, project_dir: &Path) -> Vec<String> {
+    let mut args = cli.final_global();
+    if cli.project_directory.is_none() {
+        args.push("--project-directory".into());
+        args.push(project_dir.display().to_string());
+    }
+    args
 }
 
 /// Everything one `renet compose` run works with.

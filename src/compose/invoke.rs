@@ -79,6 +79,134 @@ pub fn exec_compose(
     anyhow::Error::new(err).context(format!("cannot run {}", program.program.display()))
 }
 
+/// compose started ahead of the vetting, waiting for its model on stdin (`-f -`), for
+/// `renet compose -- config`: compose's start-up (a large Go program, its CLI set-up) then
+/// overlaps renet's own `config` run, and the model it finally reads is exactly the vetted
+/// one, handed over through the pipe. Dropped without [`PendingCompose::finish`] (vetting
+/// refused, or the run went another way), the process is killed before it has read a byte.
+pub struct PendingCompose {
+    child: Option<std::process::Child>,
+    env: Vec<(String, String)>,
+}
+
+/// Starts compose with `args` (which read the model from `-f -`) and `env`; it waits on its
+/// stdin.
+pub fn spawn_pending(
+    program: &ComposeProgram,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<PendingCompose> {
+    let mut cmd = Command::new(&program.program);
+    cmd.args(&program.prefix)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .env_remove("DOCKER_CONTEXT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", program.program.display()))?;
+    Ok(PendingCompose {
+        child: Some(child),
+        env: env.to_vec(),
+    })
+}
+
+/// [`spawn_pending`] on a thread of its own: starting a program as large as compose takes the
+/// parent several milliseconds (up to 20 on a busy machine), which must not delay renet's own
+/// `config` run. Dropped, it waits for the thread and kills what it started.
+pub struct PendingSpawn(Option<std::thread::JoinHandle<Result<PendingCompose>>>);
+
+impl PendingSpawn {
+    pub fn start(
+        program: ComposeProgram,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> PendingSpawn {
+        PendingSpawn(Some(std::thread::spawn(move || {
+            spawn_pending(&program, &args, &env)
+        })))
+    }
+
+    /// The waiting compose, or None when it could not be started.
+    pub fn ready(mut self) -> Option<PendingCompose> {
+        self.0.take()?.join().ok()?.ok()
+    }
+}
+
+impl Drop for PendingSpawn {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            // The compose it started (if any) is dropped here, which kills it.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl PendingCompose {
+    /// The environment compose was started with.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Hands compose its model and closes the pipe; compose reads it while the caller goes
+    /// on. Then [`PendingCompose::wait`].
+    pub fn hand_over(&mut self, model: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let child = self
+            .child
+            .as_mut()
+            .expect("a pending compose has its process");
+        // A compose that already stopped closed the pipe: renet must see EPIPE, not die of
+        // SIGPIPE with compose's status lost. Nothing else is written to a pipe after this.
+        // SAFETY: ignoring a signal installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            // compose may have stopped already (a bad flag): its own message and status say
+            // why, so a closed pipe is not an error of its own.
+            match stdin.write_all(model) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(e).context("cannot hand the model to docker compose");
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for compose and returns its exit status (128 + the signal when a signal ended
+    /// it, as a shell reports it).
+    pub fn wait(mut self) -> Result<u8> {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self
+            .child
+            .take()
+            .expect("a pending compose has its process");
+        drop(child.stdin.take());
+        let status = child.wait().context("cannot wait for docker compose")?;
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => code as u8,
+            (None, Some(sig)) => (128 + sig) as u8,
+            (None, None) => 1,
+        })
+    }
+}
+
+impl Drop for PendingCompose {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The full command line, for `--dry-run` and error messages.
 pub fn command_line(program: &ComposeProgram, args: &[String]) -> String {
     let mut parts: Vec<OsString> = vec![program.program.clone().into()];

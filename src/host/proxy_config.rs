@@ -921,7 +921,8 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
             }),
         );
     }
-    doc.insert(
+    // An option of `providers`: at the top level Traefik ignores it without a word.
+    providers.insert(
         "providersThrottleDuration".into(),
         Value::from(PROVIDERS_THROTTLE),
     );
@@ -1399,6 +1400,18 @@ mod tests {
         assert_eq!(eps["tcp-5432"]["http"]["aliasHeadersStrategy"], "delete");
         assert!(eps["udp-53"].get("http").is_none(), "UDP has no HTTP");
         assert_eq!(doc["log"]["noColor"], true);
+    }
+
+    #[test]
+    fn the_throttle_is_an_option_of_the_providers() {
+        // At the top level Traefik ignores it silently and throttles for its default 2 s.
+        let y = render(&production(), &paths()).static_config;
+        let doc: serde_json::Value = serde_yaml::from_str(&y).unwrap();
+        assert_eq!(
+            doc["providers"]["providersThrottleDuration"],
+            PROVIDERS_THROTTLE
+        );
+        assert!(doc.get("providersThrottleDuration").is_none(), "{y}");
     }
 
     #[test]

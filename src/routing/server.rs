@@ -65,10 +65,24 @@ impl ClusterLink {
 
 /// Replaces the dynamic configuration file atomically, so Traefik's file provider never reads
 /// a half-written document.
+///
+/// The temp file is written in a hidden subfolder ([`DYNAMIC_STAGING_DIR`]), not beside the
+/// file: Traefik's file provider rereads its folder on every event there and hands each
+/// result to its throttle, so a temp file created beside `routes.yaml` made Traefik first
+/// publish the *old* routes, and the new ones only when the throttle window
+/// (`providersThrottleDuration`) had passed. Its watch does not reach into subfolders, so
+/// the rename is the one event it sees. (When it rereads the folder it does walk into the
+/// subfolder, where the temp file's name ends in `.tmp-<pid>`, which it skips.)
 fn write_dynamic_file(path: &Path, body: &[u8]) -> Result<()> {
-    crate::atomic_file::write(path, body, Some(0o644))
-        .with_context(|| format!("{}: cannot write the dynamic configuration", path.display()))
+    let context = || format!("{}: cannot write the dynamic configuration", path.display());
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let staging = dir.unwrap_or(Path::new(".")).join(DYNAMIC_STAGING_DIR);
+    std::fs::create_dir_all(&staging).with_context(context)?;
+    crate::atomic_file::write_staged_in(path, &staging, body, Some(0o644)).with_context(context)
 }
+
+/// The subfolder of the dynamic file's folder that holds its temp files.
+pub const DYNAMIC_STAGING_DIR: &str = ".renet-staging";
 
 /// How often the builder looks for an operator's change of the claims files.
 const CLAIMS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -367,6 +381,10 @@ pub async fn serve(
         }
     }
     let first_view = cluster.as_ref().map(|c| c.view.borrow().clone());
+    let mut claims = claims;
+    if let Some(v) = &first_view {
+        v.overlay_hosts(&mut claims.hosts);
+    }
     let first = build_snapshot(&discovery, &config.routes, &claims, first_view).await?;
     if let Some(link) = &cluster {
         link.send_wanted(&first.0);
@@ -459,9 +477,14 @@ async fn build_snapshot(
 
 /// The claims a snapshot ends with: what the next build starts from.
 fn claims_of(snapshot: &routes::Snapshot) -> Claims {
+    let mut hosts = snapshot.hosts.clone();
+    // The cluster's owners were laid over the table for the build; etcd keeps them.
+    hosts
+        .hosts
+        .retain(|_, c| c.router != crate::routing::cluster::view::CLUSTER_OWNER);
     Claims {
         ports: snapshot.ports.clone(),
-        hosts: snapshot.hosts.clone(),
+        hosts,
     }
 }
 
@@ -537,8 +560,11 @@ async fn builder_loop(
         // The builder moves to the blocking pool and back: it keeps what it built, so a
         // change costs only what it touched (`RouteBuilder`).
         let mut builder_now = route_builder.take().unwrap_or_default();
+        let mut start_claims = start_claims;
         if let Some(link) = &cluster {
-            builder_now.set_cluster_view(Some(link.view.borrow().clone()));
+            let view = link.view.borrow().clone();
+            view.overlay_hosts(&mut start_claims.hosts);
+            builder_now.set_cluster_view(Some(view));
         }
         let built = tokio::task::spawn_blocking(move || {
             let t = Instant::now();

@@ -147,6 +147,7 @@ async fn run(
 ) {
     let schema = Schema::new(&config.prefix, &config.traefik_root);
     let mut saved = saved_serving(&view);
+    let mut member = 0usize;
     loop {
         let mut session = Session {
             config: &config,
@@ -157,6 +158,7 @@ async fn run(
             lease: 0,
             state_file: state_file.as_deref(),
             saved: &mut saved,
+            member: &mut member,
         };
         let outcome = tokio::select! {
             r = session.run(&mut wanted) => Some(r),
@@ -174,6 +176,7 @@ async fn run(
                 return;
             }
             Some(Err(e)) => {
+                member += 1;
                 let message = format!("{e:#}");
                 if view.connected || view.error.as_deref() != Some(message.as_str()) {
                     tracing::warn!("cluster: {message}; keeping what this server serves");
@@ -203,9 +206,12 @@ struct Session<'a> {
     state_file: Option<&'a std::path::Path>,
     /// What the state file holds now (written only when it changes).
     saved: &'a mut SavedServing,
+    /// The member this session uses; a failed session moves on to the next one.
+    member: &'a mut usize,
 }
 
-pub(crate) async fn connect(config: &Connection) -> Result<Client> {
+/// Connects to the first member, from `first` on, that answers; returns it and its index.
+pub(crate) async fn connect(config: &Connection, first: usize) -> Result<(Client, usize)> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
@@ -232,13 +238,39 @@ pub(crate) async fn connect(config: &Connection) -> Result<Client> {
         }
         options = options.with_tls(t);
     }
-    tokio::time::timeout(
-        REQUEST_TIMEOUT * 2,
-        Client::connect(config.endpoints.clone(), Some(options)),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("etcd {}: no answer", config.endpoints.join(",")))?
-    .with_context(|| format!("etcd {}", config.endpoints.join(",")))
+    // One member at a time, starting at `first`: a client balanced over all members keeps
+    // sending requests to a dead one (its connection error is the request's error), so a
+    // session talks to one member that answered a quorum read, and the next session starts at
+    // the member after it.
+    let n = config.endpoints.len();
+    let mut errors = Vec::new();
+    for i in 0..n {
+        let endpoint = &config.endpoints[(first + i) % n];
+        match try_member(endpoint, options.clone()).await {
+            Ok(client) => return Ok((client, (first + i) % n)),
+            Err(e) => errors.push(format!("{endpoint}: {e:#}")),
+        }
+    }
+    bail!("etcd: no member answered ({})", errors.join("; "))
+}
+
+/// Connects to one member and checks it answers a linearizable read (it has a leader and a
+/// quorum behind it).
+async fn try_member(endpoint: &str, options: ConnectOptions) -> Result<Client> {
+    let attempt = async {
+        let mut client = Client::connect([endpoint], Some(options)).await?;
+        client
+            .get(
+                "renet-probe",
+                Some(GetOptions::new().with_keys_only().with_limit(1)),
+            )
+            .await?;
+        Ok::<_, etcd_client::Error>(client)
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT * 2, attempt)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer"))?
+        .map_err(Into::into)
 }
 
 impl Session<'_> {
@@ -264,7 +296,8 @@ impl Session<'_> {
 
     async fn run(&mut self, wanted: &mut watch::Receiver<Wanted>) -> Result<()> {
         let ttl = self.config.lease_ttl;
-        let mut client = connect(&self.config.connection).await?;
+        let (mut client, member) = connect(&self.config.connection, *self.member).await?;
+        *self.member = member;
         self.client = Some(client.clone());
         let lease = client
             .lease_grant(ttl.as_secs() as i64, None)

@@ -76,7 +76,7 @@ pub fn run(cmd: ClusterCommand) -> Result<u8> {
 }
 
 async fn read_view(connection: &Connection, schema: &Schema) -> Result<ClusterView> {
-    let mut client = super::agent::connect(connection).await?;
+    let (mut client, _) = super::agent::connect(connection, 0).await?;
     let listing = client
         .get(schema.own_prefix(), Some(GetOptions::new().with_prefix()))
         .await
@@ -225,7 +225,7 @@ async fn status(place: EtcdPlace, as_json: bool) -> Result<u8> {
 async fn release(place: EtcdPlace, kind: &str, what: &str) -> Result<u8> {
     let (connection, schema) = place.resolve()?;
     let r = Resource::parse(kind, what).map_err(|e| anyhow::anyhow!("{kind} {what}: {e}"))?;
-    let mut client = super::agent::connect(&connection).await?;
+    let (mut client, _) = super::agent::connect(&connection, 0).await?;
     let key = schema.owner(&r);
     let done = client
         .txn(

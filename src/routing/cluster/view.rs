@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 
 use crate::routing::cluster::keys::{Parsed, Resource, Schema, ServerRecord, Serving};
 
+/// The router name of a claim laid over the local table by [`ClusterView::overlay_hosts`]
+/// (never a label router's: those end in `-<network ID>`). Such claims are not persisted
+/// locally: etcd holds them.
+pub const CLUSTER_OWNER: &str = "(cluster owner)";
+
 /// A `serving` key as read, with the lease it is attached to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServingEntry {
@@ -133,6 +138,26 @@ impl ClusterView {
                 "{r}: etcd is unreachable, so no new cluster claims are made until it is back"
             )),
             None => Verdict::Pending(format!("{r}: claiming it in the cluster")),
+        }
+    }
+
+    /// Lays the cluster's host owners over the local claims table before a build: in a
+    /// cluster, etcd decides who owns a name, so a local first claim by a network the cluster
+    /// refused must not block the owner (for example when the owner moves to this server).
+    pub fn overlay_hosts(&self, table: &mut crate::routing::ownership::HostTable) {
+        for (r, (n, _)) in &self.owners {
+            let Resource::Host(h) = r else { continue };
+            if table.hosts.get(h).is_some_and(|c| c.network_id == *n) {
+                continue;
+            }
+            table.hosts.insert(
+                h.clone(),
+                crate::routing::ownership::HostClaim {
+                    network_id: *n,
+                    since: 0,
+                    router: CLUSTER_OWNER.into(),
+                },
+            );
         }
     }
 
