@@ -436,12 +436,9 @@ fn a_moving_repository_keeps_its_host_with_no_other_answer_in_between() {
 
 /// The same move while a third party (network 4096, already on `b`) asks for the host: it is
 /// refused throughout, and it must not keep the owner from arriving on `b`.
-///
-/// Ignored: it fails today. `b`'s local first-claim table records the intruder's claim even
-/// though the cluster refuses it, so the moving owner is then refused *locally* on `b`, and
-/// nobody serves the host (a tenant can block another's move).
+/// (`b`'s local first-claim table once recorded the intruder's claim although the cluster
+/// refused it, and then refused the moving owner locally: nobody served the host.)
 #[test]
-#[ignore = "fails: a cluster-refused local first claim blocks the owner's move (reported)"]
 fn a_third_party_on_the_destination_neither_takes_nor_blocks_a_moving_host() {
     move_repository(true);
 }
@@ -549,13 +546,9 @@ fn move_repository(with_intruder: bool) {
 
 /// Losing one of three etcd members changes nothing: requests through the edge keep
 /// succeeding, a new claim still works, and nothing changes when the member comes back.
-///
-/// Ignored: it fails today. A route server whose connection was on the killed member loses it
-/// and cannot reconnect while that member is down: `etcd_client::Client::connect` with
-/// several endpoints fails when any one of them refuses (etcd-client issue #39, tower's
-/// balancer), so its lease ends and its hosts leave the edge (reported).
+/// (A route server once lost its session with the member and could not reconnect while it was
+/// down: a client balanced over all endpoints fails when one refuses, etcd-client issue #39.)
 #[test]
-#[ignore = "fails: the route server cannot reconnect while one of three members is down (reported)"]
 fn one_etcd_member_down_changes_nothing() {
     let mut c = two_servers();
     let one = Site::new("f1.example.test", "f1-on-a");

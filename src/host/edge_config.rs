@@ -357,11 +357,11 @@ pub fn render(s: &Settings, access: &EtcdAccess, paths: &EdgePaths) -> EdgeRende
         );
     }
     doc.insert("entryPoints".into(), Value::Object(eps));
+    // An option of `providers`: at the top level Traefik ignores it and throttles for 2 s.
     doc.insert(
-        "providersThrottleDuration".into(),
-        Value::from(EDGE_PROVIDERS_THROTTLE),
+        "providers".into(),
+        json!({ "providersThrottleDuration": EDGE_PROVIDERS_THROTTLE, "etcd": Value::Object(etcd) }),
     );
-    doc.insert("providers".into(), json!({ "etcd": Value::Object(etcd) }));
     if s.traefik_api_address.is_some() {
         doc.insert(
             "api".into(),
@@ -636,8 +636,13 @@ mod tests {
         assert_eq!(etcd["password"], "s3cret");
         assert_eq!(etcd["tls"]["ca"], "/etc/rediacc/etcd-ca.pem");
         assert_eq!(etcd["tls"]["key"], "/etc/rediacc/etcd-client-key.pem");
-        assert_eq!(doc["providers"].as_object().unwrap().len(), 1, "etcd only");
-        assert_eq!(doc["providersThrottleDuration"], "200ms");
+        assert_eq!(
+            doc["providers"].as_object().unwrap().len(),
+            2,
+            "etcd only, and the throttle"
+        );
+        assert_eq!(doc["providers"]["providersThrottleDuration"], "200ms");
+        assert!(doc.get("providersThrottleDuration").is_none());
         let eps = doc["entryPoints"].as_object().unwrap();
         let names: Vec<&str> = eps.keys().map(String::as_str).collect();
         assert_eq!(

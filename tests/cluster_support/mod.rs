@@ -835,7 +835,7 @@ impl Server {
             eps.push_str(&format!("  tcp-{p}:\n    address: \"{a}:{p}\"\n"));
         }
         let yaml = format!(
-            "global:\n  checkNewVersion: false\n  sendAnonymousUsage: false\nlog:\n  level: INFO\nentryPoints:\n{eps}api:\n  insecure: true\n  dashboard: false\nping:\n  entryPoint: traefik\nprovidersThrottleDuration: 100ms\nproviders:\n  file:\n    directory: \"{}\"\n    watch: true\n",
+            "global:\n  checkNewVersion: false\n  sendAnonymousUsage: false\nlog:\n  level: INFO\nentryPoints:\n{eps}api:\n  insecure: true\n  dashboard: false\nping:\n  entryPoint: traefik\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    directory: \"{}\"\n    watch: true\n",
             self.dynamic_dir().display()
         );
         let config = self.dir.path().join("traefik.yml");
