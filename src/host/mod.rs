@@ -2,6 +2,7 @@
 //! static configuration and units, and the settings file they share.
 
 pub mod daemons;
+pub mod edge_config;
 pub mod isolation;
 pub mod proxy_config;
 pub mod rediaccfile;

@@ -231,6 +231,15 @@ pub struct ConfigArgs {
     /// `http` (Traefik polls `/routes.yaml` every 5 s); remembered [default: file].
     #[arg(long, value_name = "file|http", value_parser = ["file", "http"])]
     pub dynamic_provider: Option<String>,
+    /// Write a cluster edge instead of a server: a Traefik reading the routes of every server
+    /// from etcd (`traefik-edge.yml` and `traefik-edge.service`; docs/cluster.md).
+    #[arg(long)]
+    pub edge: bool,
+    /// With --edge: the etcd endpoints of the cluster, comma separated
+    /// (`https://10.0.0.5:2379,https://10.0.0.6:2379,https://10.0.0.7:2379`); remembered in
+    /// the settings' `cluster.endpoints` [settings: cluster.endpoints].
+    #[arg(long, value_name = "ENDPOINTS")]
+    pub cluster: Option<String>,
 }
 
 pub fn run(cmd: ProxyCommand) -> Result<u8> {
@@ -286,6 +295,15 @@ pub struct Rendered {
 
 /// The whole command: merge, validate, render, then write. Returns what it did, for the user.
 pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
+    if args.edge {
+        return crate::host::edge_config::config(args);
+    }
+    if args.cluster.is_some() {
+        bail!(
+            "renet proxy config: --cluster writes an edge and needs --edge; a server joins the \
+             cluster with `renet route-server --cluster` or the settings' `cluster` object"
+        );
+    }
     let settings_path = Settings::path(args.settings.as_deref());
     let mut settings = Settings::load(&settings_path)?;
     merge(&mut settings, args).with_context(|| "renet proxy config: invalid flag".to_string())?;
@@ -947,7 +965,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
 /// The sandbox every renet-written unit shares where it can: no new privileges, a read-only
 /// system, private /tmp and devices, no kernel tunables, modules, logs or clock, only the
 /// usual system calls.
-const COMMON_HARDENING: &str = "NoNewPrivileges=yes
+pub(crate) const COMMON_HARDENING: &str = "NoNewPrivileges=yes
 PrivateTmp=yes
 PrivateDevices=yes
 DevicePolicy=closed
@@ -979,6 +997,7 @@ UMask=0077
 /// `root:docker 0660`), no capabilities, network limited to loopback, writes only its state
 /// folder.
 fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
+    let ip_lines = route_server_ip_lines(s);
     let settings = paths.settings.display();
     let state = s.state_dir.display();
     // systemd creates (and hands to the dynamic user) a state folder below /var/lib itself.
@@ -1010,8 +1029,7 @@ fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
          AmbientCapabilities=\n\
          PrivateUsers=no\n\
          RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n\
-         IPAddressDeny=any\n\
-         IPAddressAllow=localhost\n\
+         {ip_lines}\
          {COMMON_HARDENING}\
          \n\
          [Install]\n\
@@ -1025,6 +1043,35 @@ fn route_server_unit(s: &Settings, paths: &OutputPaths) -> String {
             .map(|d| format!("ReadWritePaths={}\n", d.display()))
             .unwrap_or_default(),
     )
+}
+
+/// The route server's network allow-list: loopback, plus the etcd members of a cluster
+/// (docs/cluster.md). A member given by host name cannot be pinned to an address when the unit
+/// is written, so then the address filter is left out rather than cutting the server off.
+fn route_server_ip_lines(s: &Settings) -> String {
+    let mut allow = vec!["localhost".to_string()];
+    for e in s.cluster.endpoints.iter().flat_map(|e| e.split(',')) {
+        let e = e.trim();
+        if e.is_empty() {
+            continue;
+        }
+        let authority = e
+            .split_once("://")
+            .map_or(e, |(_, r)| r)
+            .trim_end_matches('/');
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if !allow.contains(&ip.to_string()) => allow.push(ip.to_string()),
+            Ok(_) => {}
+            Err(_) => {
+                return format!("# No IPAddressDeny: the etcd endpoint `{e}` is a host name.\n");
+            }
+        }
+    }
+    format!("IPAddressDeny=any\nIPAddressAllow={}\n", allow.join(" "))
 }
 
 /// Traefik: root-owned configuration and certificates, but only `CAP_NET_BIND_SERVICE` (80,
@@ -1187,6 +1234,27 @@ mod tests {
         assert!(r.route_server_unit.contains(
             "ExecStart=/usr/local/bin/renet route-server --settings /etc/rediacc/renet.json"
         ));
+    }
+
+    #[test]
+    fn the_route_server_unit_lets_a_cluster_member_reach_etcd() {
+        let mut s = Settings::default();
+        let unit = |s: &Settings| render(s, &paths()).route_server_unit;
+        assert!(unit(&s).contains("IPAddressDeny=any\nIPAddressAllow=localhost\n"));
+        s.cluster.endpoints = vec![
+            "https://10.0.0.5:2379,https://10.0.0.6:2379".into(),
+            "https://[2001:db8::7]:2379".into(),
+        ];
+        assert!(
+            unit(&s).contains(
+                "IPAddressDeny=any\nIPAddressAllow=localhost 10.0.0.5 10.0.0.6 2001:db8::7\n"
+            ),
+            "{}",
+            unit(&s)
+        );
+        s.cluster.endpoints = vec!["https://etcd-1.example.com:2379".into()];
+        let u = unit(&s);
+        assert!(!u.contains("IPAddressDeny="), "{u}");
     }
 
     #[test]
