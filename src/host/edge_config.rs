@@ -12,11 +12,12 @@
 //! validated and rendered in memory before anything is written.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use crate::host::proxy_config::write_file;
 use crate::host::settings::Settings;
 
 /// The edge's static configuration, in the output folder.
@@ -506,16 +507,6 @@ fn access_input(s: &Settings) -> Result<EtcdAccessInput> {
         user: c.user.clone(),
         password,
     })
-}
-
-fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    crate::atomic_file::write(path, body, mode)
-        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 #[cfg(test)]

@@ -1159,7 +1159,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// Writes a file atomically (`atomic_file`), creating its folder. With a mode (the token's env
 /// file), the content is never readable by others, not even for an instant.
-fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<()> {
+pub(crate) fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
