@@ -7,7 +7,8 @@
 //! Read from the running route server (`/routes.json`, `/ports`, `/health`) over loopback HTTP:
 //! the summary is what Traefik is really being told. The problem lists are taken generically:
 //! every entry of `rejected`, `conflicts` and `refused` (and any later list of objects) whose
-//! `network_id` is the repository's.
+//! `network_id` is the repository's, and in a cluster the routers waiting for a cluster claim
+//! (`cluster.pending`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -143,6 +144,12 @@ pub fn summarize(
             p["list"] = json!(list);
             problems.push(p);
         }
+    }
+    // In a cluster: routers withheld until etcd gives this server their hosts or ports.
+    for p in pick(&health["cluster"]["pending"]) {
+        let mut p = p.clone();
+        p["list"] = json!("cluster.pending");
+        problems.push(p);
     }
     let daemon = health["daemons"].as_array().and_then(|a| {
         network.and_then(|n| {
@@ -293,6 +300,20 @@ fn http_get(addr: &SocketAddr, path: &str) -> Result<(u16, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routers_waiting_for_the_cluster_are_problems_of_their_repository() {
+        let addr: SocketAddr = "127.0.0.1:7111".parse().unwrap();
+        let health = json!({"status": "ok", "cluster": {"pending": [
+            {"kind": "http router", "network_id": 2816, "object": "r", "reason": "moving"},
+            {"kind": "http router", "network_id": 2880, "object": "x", "reason": "moving"}
+        ]}});
+        let n = NetworkId::new(2816).unwrap();
+        let s = summarize(&addr, Some(n), &json!({}), &json!({}), &health);
+        assert_eq!(s["problems"].as_array().unwrap().len(), 1);
+        assert_eq!(s["problems"][0]["list"], "cluster.pending");
+        assert!(has_problems(&s));
+    }
 
     #[test]
     fn keeps_the_repositorys_entries_and_flags_moved_ports() {
