@@ -11,7 +11,6 @@
 //! An edge keeps no state: several may run side by side on the same etcd. Everything is
 //! validated and rendered in memory before anything is written.
 
-use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -82,8 +81,8 @@ pub fn etcd_access(input: &EtcdAccessInput) -> Result<EtcdAccess> {
     let mut endpoints = Vec::new();
     let mut schemes = std::collections::BTreeSet::new();
     for e in &input.endpoints {
-        let (scheme, addr) =
-            parse_endpoint(e).with_context(|| format!("cluster endpoint `{e}`"))?;
+        let (scheme, addr) = crate::routing::cluster::settings::parse_endpoint(e)
+            .with_context(|| format!("cluster endpoint `{e}`"))?;
         schemes.insert(scheme);
         if !endpoints.contains(&addr) {
             endpoints.push(addr);
@@ -143,64 +142,6 @@ pub fn etcd_access(input: &EtcdAccessInput) -> Result<EtcdAccess> {
         user: input.user.clone(),
         password: input.password.clone(),
     })
-}
-
-/// `[scheme://]host:port` → (scheme, `host:port`).
-fn parse_endpoint(e: &str) -> Result<(&'static str, String)> {
-    let (scheme, rest) = if let Some(r) = e.strip_prefix("http://") {
-        ("http", r)
-    } else if let Some(r) = e.strip_prefix("https://") {
-        ("https", r)
-    } else if let Some((s, _)) = e.split_once("://") {
-        bail!("scheme `{s}` is not http or https");
-    } else {
-        bail!(
-            "give the scheme: http://HOST:PORT or https://HOST:PORT, as in https://10.0.0.5:2379"
-        );
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
-        bail!("give only host:port (no path, query or user), as in https://10.0.0.5:2379");
-    }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (ip, port) = v6
-            .split_once("]:")
-            .context("an IPv6 address needs a port: [2001:db8::5]:2379")?;
-        ip.parse::<Ipv6Addr>()
-            .with_context(|| format!("`{ip}` is not an IPv6 address"))?;
-        (format!("[{ip}]"), port)
-    } else {
-        let (host, port) = rest
-            .rsplit_once(':')
-            .context("no port: give host:port, as in https://10.0.0.5:2379")?;
-        if host.contains(':') {
-            bail!("an IPv6 address goes in brackets: [2001:db8::5]:2379");
-        }
-        if host.parse::<IpAddr>().is_err() {
-            validate_host_name(host)?;
-        }
-        (host.to_ascii_lowercase(), port)
-    };
-    let port = crate::host::proxy_config::parse_port(port)?;
-    Ok((scheme, format!("{host}:{port}")))
-}
-
-fn validate_host_name(h: &str) -> Result<()> {
-    if h.is_empty() {
-        bail!("no host: give host:port");
-    }
-    if h.len() > 253
-        || h.split('.').any(|l| {
-            l.is_empty()
-                || l.len() > 63
-                || l.starts_with('-')
-                || l.ends_with('-')
-                || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-    {
-        bail!("`{h}` is neither an IP address nor a host name");
-    }
-    Ok(())
 }
 
 /// Traefik's etcd provider reads every key below `<root>/`: a path of `[A-Za-z0-9_.-]`

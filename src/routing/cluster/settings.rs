@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +99,64 @@ pub struct TlsFiles {
     pub identity: Option<(PathBuf, PathBuf)>,
 }
 
+/// `[scheme://]host:port` → (scheme, `host:port`).
+pub fn parse_endpoint(e: &str) -> Result<(&'static str, String)> {
+    let (scheme, rest) = if let Some(r) = e.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = e.strip_prefix("https://") {
+        ("https", r)
+    } else if let Some((s, _)) = e.split_once("://") {
+        bail!("scheme `{s}` is not http or https");
+    } else {
+        bail!(
+            "give the scheme: http://HOST:PORT or https://HOST:PORT, as in https://10.0.0.5:2379"
+        );
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        bail!("give only host:port (no path, query or user), as in https://10.0.0.5:2379");
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (ip, port) = v6
+            .split_once("]:")
+            .context("an IPv6 address needs a port: [2001:db8::5]:2379")?;
+        ip.parse::<Ipv6Addr>()
+            .with_context(|| format!("`{ip}` is not an IPv6 address"))?;
+        (format!("[{ip}]"), port)
+    } else {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .context("no port: give host:port, as in https://10.0.0.5:2379")?;
+        if host.contains(':') {
+            bail!("an IPv6 address goes in brackets: [2001:db8::5]:2379");
+        }
+        if host.parse::<IpAddr>().is_err() {
+            validate_host_name(host)?;
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let port = crate::host::proxy_config::parse_port(port)?;
+    Ok((scheme, format!("{host}:{port}")))
+}
+
+fn validate_host_name(h: &str) -> Result<()> {
+    if h.is_empty() {
+        bail!("no host: give host:port");
+    }
+    if h.len() > 253
+        || h.split('.').any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || l.starts_with('-')
+                || l.ends_with('-')
+                || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+    {
+        bail!("`{h}` is neither an IP address nor a host name");
+    }
+    Ok(())
+}
+
 /// Splits `a,b,c` into endpoints and checks each is an `http(s)://host:port` URL.
 pub fn parse_endpoints(list: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -105,24 +165,7 @@ pub fn parse_endpoints(list: &[String]) -> Result<Vec<String>> {
         if e.is_empty() {
             continue;
         }
-        let rest = e
-            .strip_prefix("http://")
-            .or_else(|| e.strip_prefix("https://"))
-            .with_context(|| {
-                format!(
-                    "cluster endpoint `{e}`: expected http://HOST:PORT or https://HOST:PORT, \
-                     e.g. https://10.0.0.5:2379"
-                )
-            })?;
-        let authority = rest.trim_end_matches('/');
-        let port_ok = authority
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if !port_ok || authority.contains('/') || authority.contains('@') {
-            bail!(
-                "cluster endpoint `{e}`: expected http(s)://HOST:PORT, e.g. https://10.0.0.5:2379"
-            );
-        }
+        parse_endpoint(e).with_context(|| format!("cluster endpoint `{e}`"))?;
         out.push(e.trim_end_matches('/').to_string());
     }
     Ok(out)
