@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::host::proxy_config::write_file;
+use crate::host::proxy_config::{self, write_file};
 use crate::host::settings::Settings;
 
 /// The edge's static configuration, in the output folder.
@@ -199,59 +199,21 @@ impl EdgeRendered {
 /// `tcp-<port>`, `udp-<port>`, and Traefik's API/ping entrypoint when configured. Every TCP
 /// entrypoint gets the HTTP hardening a server's have (Traefik treats them as HTTP capable).
 pub fn edge_entrypoints(s: &Settings) -> Vec<(String, Value)> {
-    let bind = s.public_ipv4.clone().unwrap_or_else(|| "127.0.0.1".into());
-    let http_hardening = json!({
-        "aliasHeadersStrategy": "delete",
-        "encodedCharacters": {
-            "allowEncodedSlash": false,
-            "allowEncodedBackSlash": false,
-            "allowEncodedNullCharacter": false,
-            "allowEncodedSemicolon": true,
-            "allowEncodedPercent": true,
-            "allowEncodedQuestionMark": true,
-            "allowEncodedHash": true,
-        },
-    });
-    let mut out = vec![
-        (
-            "web".to_string(),
-            json!({ "address": format!("{bind}:{}", s.http_port), "http": http_hardening.clone() }),
-        ),
-        (
-            "websecure".to_string(),
-            json!({ "address": format!("{bind}:{}", s.https_port), "http": http_hardening.clone() }),
-        ),
-    ];
-    if let Some(v6) = &s.public_ipv6 {
-        let v6 = v6.trim_start_matches('[').trim_end_matches(']');
-        out.push((
-            "web-v6".to_string(),
-            json!({ "address": format!("[{v6}]:{}", s.http_port), "http": http_hardening.clone() }),
-        ));
-        out.push((
-            "websecure-v6".to_string(),
-            json!({ "address": format!("[{v6}]:{}", s.https_port), "http": http_hardening.clone() }),
-        ));
-    }
-    for p in s.tcp_entrypoint_ports() {
-        out.push((
-            format!("tcp-{p}"),
-            json!({ "address": format!("{bind}:{p}"), "http": http_hardening.clone() }),
-        ));
-    }
-    for p in s.udp_entrypoint_ports() {
-        out.push((
-            format!("udp-{p}"),
-            json!({ "address": format!("{bind}:{p}/udp") }),
-        ));
-    }
-    if let Some(api) = &s.traefik_api_address {
-        out.push((
-            "traefik".to_string(),
-            json!({ "address": api, "http": http_hardening }),
-        ));
-    }
-    out
+    // The server's entrypoints (same names, addresses and order), without the server-only
+    // parts: no redirect on `web`, no TLS of its own on `websecure`, no retry middleware or
+    // `asDefault` (every edge router names its entrypoint), and no metrics entrypoint.
+    proxy_config::entrypoints(s)
+        .into_iter()
+        .filter(|(name, _)| name != proxy_config::METRICS_ENTRYPOINT)
+        .map(|(name, ep)| {
+            let mut e = serde_json::Map::new();
+            e.insert("address".into(), Value::from(ep.address));
+            if ep.http {
+                e.insert("http".into(), Value::Object(proxy_config::http_hardening()));
+            }
+            (name, Value::Object(e))
+        })
+        .collect()
 }
 
 /// Renders the edge's static configuration and unit. Pure and deterministic.
@@ -286,31 +248,14 @@ pub fn render(s: &Settings, access: &EtcdAccess, paths: &EdgePaths) -> EdgeRende
         etcd.insert("tls".into(), Value::Object(tls));
     }
 
-    let mut doc = serde_json::Map::new();
-    doc.insert(
-        "global".into(),
-        json!({ "checkNewVersion": false, "sendAnonymousUsage": false }),
-    );
-    doc.insert("log".into(), json!({ "level": "INFO", "noColor": true }));
-    if let Some(file) = &s.proxy.access_log {
-        doc.insert(
-            "accessLog".into(),
-            json!({ "filePath": file.display().to_string(), "format": "json" }),
-        );
-    }
+    let mut doc = proxy_config::static_preamble(s);
     doc.insert("entryPoints".into(), Value::Object(eps));
     // An option of `providers`: at the top level Traefik ignores it and throttles for 2 s.
     doc.insert(
         "providers".into(),
         json!({ "providersThrottleDuration": EDGE_PROVIDERS_THROTTLE, "etcd": Value::Object(etcd) }),
     );
-    if s.traefik_api_address.is_some() {
-        doc.insert(
-            "api".into(),
-            json!({ "insecure": true, "dashboard": false }),
-        );
-        doc.insert("ping".into(), json!({ "entryPoint": "traefik" }));
-    }
+    proxy_config::insert_api_and_ping(s, &mut doc);
     let mut static_config = format!(
         "# Traefik v3 static configuration of a renet cluster edge, written by\n\
          # `renet proxy config --edge` from {}.\n\

@@ -694,9 +694,9 @@ fn validate_token(t: &str) -> Result<String> {
 
 /// One entrypoint of the static configuration.
 #[derive(Debug, Clone)]
-struct EntryPoint {
+pub(crate) struct EntryPoint {
     /// `ip:port` or `ip:port/udp`, the form Traefik takes.
-    address: String,
+    pub(crate) address: String,
     /// For `web`/`web-v6`: the entrypoint to redirect to.
     redirect_to: Option<&'static str>,
     /// Routers on this entrypoint use TLS by default.
@@ -706,7 +706,7 @@ struct EntryPoint {
     /// `udp-*`, API or metrics entrypoint.
     default: bool,
     /// Serves HTTP (TCP entrypoints do): gets the `aliasHeadersStrategy`.
-    http: bool,
+    pub(crate) http: bool,
 }
 
 /// The address HTTP(S), TCP and UDP entrypoints bind on IPv4: the public IPv4, else loopback.
@@ -716,7 +716,7 @@ fn ipv4_bind(s: &Settings) -> String {
     s.public_ipv4.clone().unwrap_or_else(|| "127.0.0.1".into())
 }
 
-fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
+pub(crate) fn entrypoints(s: &Settings) -> Vec<(String, EntryPoint)> {
     let v4 = ipv4_bind(s);
     let mut out = vec![
         (
@@ -822,6 +822,62 @@ pub fn entrypoint_names(s: &Settings) -> Vec<String> {
     entrypoints(s).into_iter().map(|(n, _)| n).collect()
 }
 
+/// The HTTP options of every entrypoint that serves HTTP (TCP entrypoints do), on a server and
+/// on an edge alike.
+pub(crate) fn http_hardening() -> serde_json::Map<String, Value> {
+    let mut http = serde_json::Map::new();
+    // Headers whose names alias another (X_Auth_User for X-Auth-User) are dropped: backends
+    // that map header names to variables (CGI, PHP, WSGI) would read them as the header they
+    // alias. Setting it also silences Traefik's per-entrypoint warning.
+    http.insert("aliasHeadersStrategy".into(), Value::from("delete"));
+    // Encoded `/`, `\` and NUL in a path are refused (400): a backend that decodes the path
+    // differently from Traefik's rule matching would see another path (a PathPrefix rule or a
+    // middleware bypassed). The other encoded characters stay allowed, as they are today.
+    // Explicit values also silence Traefik's warning.
+    http.insert(
+        "encodedCharacters".into(),
+        json!({
+            "allowEncodedSlash": false,
+            "allowEncodedBackSlash": false,
+            "allowEncodedNullCharacter": false,
+            "allowEncodedSemicolon": true,
+            "allowEncodedPercent": true,
+            "allowEncodedQuestionMark": true,
+            "allowEncodedHash": true,
+        }),
+    );
+    http
+}
+
+/// The start of every static configuration renet writes (server and edge): no update checks
+/// or telemetry, plain-text log (it goes to journald or a file), the optional access log.
+pub(crate) fn static_preamble(s: &Settings) -> serde_json::Map<String, Value> {
+    let mut doc = serde_json::Map::new();
+    doc.insert(
+        "global".into(),
+        json!({ "checkNewVersion": false, "sendAnonymousUsage": false }),
+    );
+    doc.insert("log".into(), json!({ "level": "INFO", "noColor": true }));
+    if let Some(file) = &s.proxy.access_log {
+        doc.insert(
+            "accessLog".into(),
+            json!({ "filePath": file.display().to_string(), "format": "json" }),
+        );
+    }
+    doc
+}
+
+/// Traefik's API and ping on the loopback `traefik` entrypoint, when one is configured.
+pub(crate) fn insert_api_and_ping(s: &Settings, doc: &mut serde_json::Map<String, Value>) {
+    if s.traefik_api_address.is_some() {
+        doc.insert(
+            "api".into(),
+            json!({ "insecure": true, "dashboard": false }),
+        );
+        doc.insert("ping".into(), json!({ "entryPoint": "traefik" }));
+    }
+}
+
 /// Renders the static configuration and the units. Pure and deterministic: the same settings
 /// and paths give the same bytes.
 pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
@@ -846,26 +902,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
             http.insert("middlewares".into(), json!([RETRY_MIDDLEWARE]));
         }
         if ep.http {
-            // Headers whose names alias another (X_Auth_User for X-Auth-User) are dropped:
-            // backends that map header names to variables (CGI, PHP, WSGI) would read them as
-            // the header they alias. Setting it also silences Traefik's per-entrypoint warning.
-            http.insert("aliasHeadersStrategy".into(), Value::from("delete"));
-            // Encoded `/`, `\` and NUL in a path are refused (400): a backend that decodes
-            // the path differently from Traefik's rule matching would see another path (a
-            // PathPrefix rule or a middleware bypassed). The other encoded characters stay
-            // allowed, as they are today. Explicit values also silence Traefik's warning.
-            http.insert(
-                "encodedCharacters".into(),
-                json!({
-                    "allowEncodedSlash": false,
-                    "allowEncodedBackSlash": false,
-                    "allowEncodedNullCharacter": false,
-                    "allowEncodedSemicolon": true,
-                    "allowEncodedPercent": true,
-                    "allowEncodedQuestionMark": true,
-                    "allowEncodedHash": true,
-                }),
-            );
+            http.extend(http_hardening());
         }
         if !http.is_empty() {
             e.insert("http".into(), Value::Object(http));
@@ -886,19 +923,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
         json!({ "provider": "cloudflare", "resolvers": ["1.1.1.1:53", "1.0.0.1:53"] }),
     );
 
-    let mut doc = serde_json::Map::new();
-    doc.insert(
-        "global".into(),
-        json!({ "checkNewVersion": false, "sendAnonymousUsage": false }),
-    );
-    // No colour codes: the log goes to journald or a file.
-    doc.insert("log".into(), json!({ "level": "INFO", "noColor": true }));
-    if let Some(file) = &s.proxy.access_log {
-        doc.insert(
-            "accessLog".into(),
-            json!({ "filePath": file.display().to_string(), "format": "json" }),
-        );
-    }
+    let mut doc = static_preamble(s);
     if s.proxy.traefik_metrics_address.is_some() {
         doc.insert(
             "metrics".into(),
@@ -931,13 +956,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
         "certificatesResolvers".into(),
         json!({ RESOLVER: { "acme": Value::Object(acme) } }),
     );
-    if s.traefik_api_address.is_some() {
-        doc.insert(
-            "api".into(),
-            json!({ "insecure": true, "dashboard": false }),
-        );
-        doc.insert("ping".into(), json!({ "entryPoint": "traefik" }));
-    }
+    insert_api_and_ping(s, &mut doc);
 
     let mut static_config = format!(
         "# Traefik v3 static configuration, written by `renet proxy config` from {}.\n\
