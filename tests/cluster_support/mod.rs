@@ -23,11 +23,16 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+// The route server tests' helpers that mean the same here: the binary, the checkout, polling,
+// and plain HTTP/TCP clients.
+#[path = "../route_server_support/mod.rs"]
+mod route_server_support;
+pub use route_server_support::{http_get, renet_bin, repo_root, tcp_exchange, wait_for};
 
 pub const IMAGE: &str = "renet-test/busybox:latest";
 pub const LOCK_FILE: &str = "/tmp/renet-cluster-tests.lock";
@@ -54,14 +59,6 @@ pub const LEASE_TTL_SECONDS: u64 = 3;
 /// Temporary folders of these tests (found again by the leftover cleanup).
 const TMP_PREFIX: &str = "rct-";
 
-pub fn renet_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_renet")
-}
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Serializes the cluster tests across threads and processes (they share names and ports).
 pub fn exclusive() -> std::fs::File {
     let f = std::fs::OpenOptions::new()
@@ -72,21 +69,6 @@ pub fn exclusive() -> std::fs::File {
         .expect("open the cluster test lock file");
     f.lock().expect("lock the cluster test lock file");
     f
-}
-
-/// Polls `f` until it returns Ok, or panics with `what` and the last observation.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match f() {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -1211,46 +1193,6 @@ pub fn traefik_bin() -> String {
         }
     }
     panic!("traefik (v3) not found on PATH; run scripts/test-env.sh install");
-}
-
-/// A minimal HTTP/1.0 GET with an optional Host header: status and body.
-pub fn http_get(addr: &str, path: &str, host: Option<&str>) -> Result<(u16, String), String> {
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let host = host.unwrap_or(addr);
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .map_err(|e| format!("{addr}{path}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr}{path}: malformed answer {text:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr}{path}: bad status line {head:?}"))?;
-    Ok((code, body.to_string()))
-}
-
-/// Sends raw `request` bytes over TCP and reads until the peer closes.
-pub fn tcp_exchange(addr: &str, request: &str) -> Result<String, String> {
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .map_err(|e| format!("{addr}: reading the answer: {e}"))?;
-    Ok(String::from_utf8_lossy(&buf).to_string())
 }
 
 /// Writes, by hand, the etcd keys docs/cluster.md says a server writes to serve `host` (and

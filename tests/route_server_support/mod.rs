@@ -494,10 +494,22 @@ impl Drop for Traefik {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
+/// Connects within 2 s: an address in a test's network namespace that went away must fail
+/// the attempt, not hang it.
+fn connect(addr: &str) -> Result<TcpStream, String> {
+    use std::net::ToSocketAddrs;
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    TcpStream::connect_timeout(&sock, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))
+}
+
 /// A minimal HTTP/1.0 GET (the server closes the connection after the answer), with an
 /// optional Host header. Returns status and body.
 pub fn http_get(addr: &str, path: &str, host: Option<&str>) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let host = host.unwrap_or(addr);
     write!(
@@ -545,7 +557,7 @@ pub fn https_get(host: &str, port: u16, path: &str) -> Result<(u16, String), Str
 /// talk plain HTTP/1.0 through Traefik's TCP router to busybox httpd: the busybox here has no
 /// `nc -s`, and httpd binds the service IP exactly.
 pub fn tcp_exchange(addr: &str, request: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
