@@ -76,6 +76,14 @@ pub struct RouteSettings {
 }
 
 impl RouteSettings {
+    /// What host judgements need of the settings: the grants and the automatic-route hosts.
+    pub fn host_rules(&self) -> crate::routing::ownership::HostRules<'_> {
+        crate::routing::ownership::HostRules {
+            policy: &self.host_policy,
+            auto: self.auto_hosts.as_ref(),
+        }
+    }
+
     /// The route-building view of the settings file; an invalid `routing` section is an error
     /// naming the field.
     pub fn from_settings(s: &crate::host::settings::Settings) -> anyhow::Result<Self> {

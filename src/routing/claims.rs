@@ -274,10 +274,7 @@ pub fn judge_hosts(
     removed: &mut Vec<(Proto, String, Shared)>,
 ) -> HostTable {
     let mut table = previous.clone();
-    let rules = HostRules {
-        policy: &settings.host_policy,
-        auto: settings.auto_hosts.as_ref(),
-    };
+    let rules = settings.host_rules();
     let mut refusals: Vec<(Proto, String, String, Option<u32>)> = Vec::new();
     for Aged {
         proto,

@@ -74,10 +74,7 @@ pub fn gate(
     removed: &mut Vec<(Proto, String, Shared)>,
 ) -> GateOutcome {
     let limit = settings.cluster_resource_limit;
-    let rules = HostRules {
-        policy: &settings.host_policy,
-        auto: settings.auto_hosts.as_ref(),
-    };
+    let rules = settings.host_rules();
     let mut outcome = GateOutcome::default();
     let mut held: BTreeMap<u32, BTreeSet<Resource>> = BTreeMap::new();
     for proto in [Proto::Http, Proto::Tcp, Proto::Udp] {
