@@ -124,15 +124,16 @@ fn the_edge_routes_the_documented_etcd_keys_to_the_servers_they_name() {
         .del_prefix("traefik/http/routers/renet-host-one.example.test/");
     c.etcd
         .del_prefix("traefik/tcp/routers/renet-host-one.example.test/");
+    // The two prefixes go in two etcd revisions: the edge may apply the HTTP router's removal
+    // before the TCP (SNI) router's, so both are awaited together.
     wait_for(
-        "one.example.test to leave the edge",
+        "one.example.test to leave the edge over HTTP and HTTPS",
         Duration::from_secs(10),
-        || match c.edge.http("one.example.test") {
-            Ok((404, _)) => Ok(()),
+        || match (c.edge.http("one.example.test"), c.edge.https("one.example.test")) {
+            (Ok((404, _)), https) if https.is_err_or_not_200() => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
-    assert!(c.edge.https("one.example.test").is_err_or_not_200());
     wait_marker(
         "two.example.test still through the edge",
         Duration::from_secs(5),
