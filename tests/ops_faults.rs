@@ -9,7 +9,7 @@
 //!   Prometheus text; a debug log never shows a container's password.
 //!
 //! Networks 3520, 3584 and 3648 only (this suite's loopback blocks), in private socket folders;
-//! the tests hold [`OPS_LOCK`] so that two of them never bind the same service IPs.
+//! the tests hold the ops suites' lock (`route_server_support::ops_lock`) so that two of them never bind the same service IPs.
 
 mod route_server_support;
 
@@ -21,19 +21,6 @@ use route_server_support::*;
 const A: u32 = 3520;
 const B: u32 = 3584;
 const LONG: Duration = Duration::from_secs(30);
-/// Serializes the tests that use networks 3520/3584/3648, across threads and test binaries.
-const OPS_LOCK: &str = "/tmp/renet-ops-tests.lock";
-
-fn ops_lock() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(OPS_LOCK)
-        .unwrap();
-    f.lock().unwrap();
-    f
-}
 
 /// A web service on daemon `d` in `slot`, with an automatic route (`rediacc.service_port`).
 fn web_service(d: &Daemon, name: &str, slot: u32, marker: &str) -> String {

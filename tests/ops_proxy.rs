@@ -14,56 +14,14 @@
 mod route_server_support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use route_server_support::*;
 
-const OPS_LOCK: &str = "/tmp/renet-ops-tests.lock";
 const BIND: &str = "127.0.13.193";
 const TOKEN: &str = "cf-ops-token-0123456789";
-
-fn ops_lock() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(OPS_LOCK)
-        .unwrap();
-    f.lock().unwrap();
-    f
-}
-
-fn free_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The real Traefik binary (not a shim): the target of `traefik` on PATH.
-fn traefik_bin() -> PathBuf {
-    let out = Command::new("sh")
-        .args(["-c", "readlink -f \"$(command -v traefik)\""])
-        .output()
-        .unwrap();
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        p.is_file(),
-        "traefik not found; run scripts/test-env.sh install"
-    );
-    p
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// `renet proxy config --settings DIR/renet.json` with `args`; panics on failure.
 fn proxy_config(dir: &Path, args: &[&str]) {
@@ -74,13 +32,13 @@ fn proxy_config(dir: &Path, args: &[&str]) {
         .env_remove("CF_DNS_API_TOKEN")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 /// A static configuration for Traefik on BIND with free ports; returns the API port.
 fn loopback_config(dir: &Path, extra: &[&str]) -> u16 {
-    let api = free_on("127.0.0.1");
-    let (http, https) = (free_on(BIND), free_on(BIND));
+    let api = free_port_on("127.0.0.1");
+    let (http, https) = (free_port_on(BIND), free_port_on(BIND));
     let (api_s, http_s, https_s) = (
         format!("127.0.0.1:{api}"),
         http.to_string(),
@@ -176,7 +134,7 @@ fn units_pass_systemd_analyze_and_the_route_server_is_hardened() {
         assert!(
             out.status.success() && stderr.trim().is_empty(),
             "{unit}: {}",
-            text(&out)
+            output_text(&out)
         );
     }
     let out = Command::new("systemd-analyze")
@@ -191,7 +149,7 @@ fn units_pass_systemd_analyze_and_the_route_server_is_hardened() {
         .and_then(|rest| rest.split(':').nth(1))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{}", text(&out)));
+        .unwrap_or_else(|| panic!("no exposure level in:\n{}", output_text(&out)));
     println!("route server exposure level: {score}");
     assert!(score <= 5.0, "route server unit scores {score}:\n{report}");
 }
@@ -229,7 +187,7 @@ fn proxy_config_remembers_every_flag() {
         .env("CF_DNS_API_TOKEN", TOKEN)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let rs = std::fs::read_to_string(units.join("renet-route-server.service")).unwrap();
     assert_eq!(rs, first_rs, "the same unit, same binary, same folders");
     assert!(
@@ -270,7 +228,7 @@ fn traefik_starts_without_warnings_with_presets_off_and_beside_a_busy_port() {
     let rs_addr = format!("127.0.0.1:{rs_port}");
     // 1. Default presets, access log and metrics on: no warning at all.
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", free_on("127.0.0.1"));
+    let metrics = format!("127.0.0.1:{}", free_port_on("127.0.0.1"));
     let access = dir.path().join("access.log");
     let api = loopback_config(
         dir.path(),

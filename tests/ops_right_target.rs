@@ -11,52 +11,16 @@
 mod route_server_support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use route_server_support::*;
-
-const OPS_LOCK: &str = "/tmp/renet-ops-tests.lock";
-
-fn ops_lock() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(OPS_LOCK)
-        .unwrap();
-    f.lock().unwrap();
-    f
-}
 
 /// `renet` in `cwd` with none of the variables renet reads inherited from the test runner,
 /// and `data` as the data folder (where the repository binding is recorded).
 fn renet(cwd: &Path, data: &Path) -> Command {
-    let mut c = Command::new(renet_bin());
-    c.current_dir(cwd);
-    for v in [
-        "REDIACC_NETWORK_ID",
-        "REDIACC_WORKING_DIR",
-        "DOCKER_HOST",
-        "COMPOSE_FILE",
-        "DOCKER_CONTEXT",
-        "RENET_SOCKET_DIR",
-    ] {
-        c.env_remove(v);
-    }
+    let mut c = renet_in(cwd);
     c.env("RENET_DATA_DIR", data);
-    c.env(
-        "RENET_RUNTIME_DIR",
-        std::env::temp_dir().join("renet-test-overrides"),
-    );
     c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A repository: the root runs `db`, the subfolder `api` (its own Rediaccfile) runs `api`.
@@ -108,7 +72,7 @@ fn repo_up_runs_on_the_given_socket_folder_not_on_a_decoy() {
         .arg(real.sockets.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     let on_real = d.docker_ok(&[
         "ps",
@@ -135,7 +99,7 @@ fn repo_up_runs_on_the_given_socket_folder_not_on_a_decoy() {
         .arg(real.sockets.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(d.docker_ok(&["ps", "-q"]).is_empty());
 }
 
@@ -156,7 +120,7 @@ fn a_subfolder_uses_the_roots_slots_and_another_root_is_refused() {
         .args(["--", "config", "-q"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let record = data.path().join("docker-3520/repository.json");
     let binding: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
@@ -170,7 +134,7 @@ fn a_subfolder_uses_the_roots_slots_and_another_root_is_refused() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("using the root"), "{}", text(&out));
+    assert!(err.contains("using the root"), "{}", output_text(&out));
     assert!(
         !repo.path().join("api/.rediacc.json").exists(),
         "no second slot table in the subfolder"

@@ -10,43 +10,9 @@
 mod route_server_support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use route_server_support::*;
-
-const OPS_LOCK: &str = "/tmp/renet-ops-tests.lock";
-
-fn ops_lock() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(OPS_LOCK)
-        .unwrap();
-    f.lock().unwrap();
-    f
-}
-
-fn renet(cwd: &Path) -> Command {
-    let mut c = Command::new(renet_bin());
-    c.current_dir(cwd);
-    for v in [
-        "REDIACC_NETWORK_ID",
-        "REDIACC_WORKING_DIR",
-        "DOCKER_HOST",
-        "COMPOSE_FILE",
-        "DOCKER_CONTEXT",
-        "RENET_SOCKET_DIR",
-        "RENET_SETTINGS",
-    ] {
-        c.env_remove(v);
-    }
-    c.env(
-        "RENET_RUNTIME_DIR",
-        std::env::temp_dir().join("renet-test-overrides"),
-    );
-    c
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
@@ -104,7 +70,7 @@ fn repo_up_and_routes_show_a_refused_host_and_a_moved_port() {
     let rs_port = free_port();
     std::fs::write(&settings, format!(r#"{{"listen": "127.0.0.1:{rs_port}"}}"#)).unwrap();
     let up = |root: &Path| {
-        renet(root)
+        renet_in(root)
             .args(["repo", "up"])
             .arg(root)
             .args(["--network-id", "3520", "--socket-dir"])
@@ -140,7 +106,7 @@ fn repo_up_and_routes_show_a_refused_host_and_a_moved_port() {
         "{err}"
     );
 
-    let out = renet(repo.path())
+    let out = renet_in(repo.path())
         .args(["routes", "--network-id", "3520", "--json", "--settings"])
         .arg(&settings)
         .output()
@@ -177,7 +143,7 @@ fn repo_up_and_routes_show_a_refused_host_and_a_moved_port() {
             .all(|r| r["network_id"] == 3520)
     );
 
-    let _ = renet(repo.path())
+    let _ = renet_in(repo.path())
         .args(["repo", "down"])
         .arg(repo.path())
         .args(["--network-id", "3520", "--socket-dir"])
@@ -236,7 +202,7 @@ fn check_reports_each_kind_of_label_error_offline() {
         ),
     )
     .unwrap();
-    let out = renet(repo.path())
+    let out = renet_in(repo.path())
         .args(["check", "--json", "--network-id", "3520", "--settings"])
         .arg(&settings)
         .output()
@@ -274,7 +240,7 @@ fn check_reports_each_kind_of_label_error_offline() {
         ),
     )
     .unwrap();
-    let out = renet(clean.path())
+    let out = renet_in(clean.path())
         .args(["check", "--settings"])
         .arg(&settings)
         .output()

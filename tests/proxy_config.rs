@@ -6,6 +6,8 @@
 //! (tcp-3306, …, udp-53) bind their fixed ports on 127.0.0.1, so tests that start Traefik take
 //! a lock and never run two Traefiks at once.
 
+mod route_server_support;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use route_server_support::traefik_bin;
 
 static TRAEFIK_LOCK: Mutex<()> = Mutex::new(());
 const TOKEN: &str = "cf-Test_token-0123456789abcdef";
@@ -41,23 +45,6 @@ fn free_udp(ip: &str) -> u16 {
 
 fn has_ipv6_loopback() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
-}
-
-/// The real Traefik binary: the first `traefik` on PATH that is an ELF file (a pyenv shim
-/// would put a wrapper process between us and Traefik).
-fn traefik_bin() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("traefik");
-        let Ok(mut f) = std::fs::File::open(&candidate) else {
-            continue;
-        };
-        let mut magic = [0u8; 4];
-        if f.read_exact(&mut magic).is_ok() && &magic == b"\x7fELF" {
-            return candidate;
-        }
-    }
-    panic!("traefik (v3) not found on PATH; run scripts/test-env.sh install");
 }
 
 /// Kills Traefik's whole process group when the test ends, also on panic.

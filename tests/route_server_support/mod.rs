@@ -28,21 +28,91 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Serializes the route server tests across threads and processes.
-pub fn exclusive() -> std::fs::File {
+/// The lock the "Operations" suites (`tests/ops_*.rs`) share: they use the same networks
+/// (3520, 3584, 3648) and Traefik address.
+pub const OPS_LOCK: &str = "/tmp/renet-ops-tests.lock";
+
+/// Holds an exclusive lock on the file `path` (created if missing) until the returned file is
+/// dropped: serializes tests that share networks or addresses, across threads and test binaries.
+pub fn hold_lock(path: &str) -> std::fs::File {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(LOCK_FILE)
-        .expect("open the test lock file");
-    f.lock().expect("lock the test lock file");
+        .open(path)
+        .unwrap_or_else(|e| panic!("open the test lock file {path}: {e}"));
+    f.lock()
+        .unwrap_or_else(|e| panic!("lock the test lock file {path}: {e}"));
     f
+}
+
+/// Serializes the route server tests across threads and processes.
+pub fn exclusive() -> std::fs::File {
+    hold_lock(LOCK_FILE)
+}
+
+/// Serializes the "Operations" suites.
+pub fn ops_lock() -> std::fs::File {
+    hold_lock(OPS_LOCK)
+}
+
+/// `renet` in `cwd` with none of the variables renet reads inherited from the test runner, and
+/// its runtime folder (compose overrides) in the shared temporary one.
+pub fn renet_in(cwd: &Path) -> Command {
+    let mut c = Command::new(renet_bin());
+    c.current_dir(cwd);
+    for v in [
+        "REDIACC_NETWORK_ID",
+        "REDIACC_WORKING_DIR",
+        "DOCKER_HOST",
+        "COMPOSE_FILE",
+        "DOCKER_CONTEXT",
+        "RENET_SOCKET_DIR",
+        "RENET_SETTINGS",
+    ] {
+        c.env_remove(v);
+    }
+    c.env(
+        "RENET_RUNTIME_DIR",
+        std::env::temp_dir().join("renet-test-overrides"),
+    );
+    c
+}
+
+/// A command's stdout and stderr, labelled, for failure messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The real Traefik binary: the first `traefik` on PATH that is an ELF file (a pyenv shim
+/// would put a wrapper process between the test and Traefik, and SIGKILL would miss Traefik).
+pub fn traefik_bin() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("traefik");
+        let Ok(mut f) = std::fs::File::open(&candidate) else {
+            continue;
+        };
+        let mut magic = [0u8; 4];
+        if f.read_exact(&mut magic).is_ok() && &magic == b"\x7fELF" {
+            return candidate;
+        }
+    }
+    panic!("traefik (v3) not found on PATH; run scripts/test-env.sh install");
 }
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A TCP port of `ip` that was free a moment ago.
+pub fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
