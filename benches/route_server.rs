@@ -408,6 +408,10 @@ fn scale(with_wrk: bool) {
             "bench.example",
             "--entrypoints",
             "websecure",
+            // A container that dies keeps its routes for the redeploy grace period; without
+            // it, `die` measures the rebuild that removes the route.
+            "--redeploy-grace",
+            "0",
         ],
         "warn,renet::routing::server=debug",
     );
