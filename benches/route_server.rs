@@ -355,7 +355,7 @@ fn scale(with_wrk: bool) {
                 network_id: d.id,
                 id: id.clone(),
                 name: name.clone(),
-                labels: labels.clone(),
+                labels: labels.clone().into(),
                 health: Health::None,
                 created: 0,
             })

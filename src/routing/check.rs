@@ -186,7 +186,7 @@ fn containers(services: &[Service], network: NetworkId) -> Result<Vec<Container>
             network_id: network,
             id: format!("check-{slot}"),
             name: format!("{}-{}-1", s.project, s.name),
-            labels,
+            labels: labels.into(),
             health: Health::None,
             created: 0,
         });

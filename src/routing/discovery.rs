@@ -789,7 +789,7 @@ pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Op
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string(),
-        labels,
+        labels: labels.into(),
         health,
     })
 }

@@ -9,14 +9,13 @@
 //! The file is a cache: a missing or unreadable file means "nothing known" (logged), never a
 //! reason not to start.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::addresses::NetworkId;
-use crate::routing::build::{Container, Health};
+use crate::routing::build::{Container, Health, Labels};
 
 /// File name in the state folder.
 pub const FILE: &str = "containers.json";
@@ -28,7 +27,7 @@ struct Saved {
     network_id: u32,
     id: String,
     name: String,
-    labels: BTreeMap<String, String>,
+    labels: Labels,
     health: String,
     /// Creation time (Unix seconds): the age of the container's claims.
     #[serde(default)]
@@ -109,6 +108,7 @@ pub fn load(path: &Path) -> Result<Vec<Container>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn round_trip_and_missing_file() {
@@ -119,7 +119,7 @@ mod tests {
             network_id: NetworkId::new(2816).unwrap(),
             id: "abc".into(),
             name: "web".into(),
-            labels: BTreeMap::from([("rediacc.service_name".into(), "web".into())]),
+            labels: BTreeMap::from([("rediacc.service_name".into(), "web".into())]).into(),
             health: Health::Healthy,
             created: 1_700_000_000,
         };

@@ -105,9 +105,7 @@ mod tests {
             network_id: NetworkId::new(2816).unwrap(),
             id: id.into(),
             name: format!("proj-{service}-1"),
-            labels: [(LABEL_SERVICE_NAME.to_string(), service.to_string())]
-                .into_iter()
-                .collect(),
+            labels: BTreeMap::from([(LABEL_SERVICE_NAME.to_string(), service.to_string())]).into(),
             health,
             created: 0,
         }

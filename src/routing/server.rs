@@ -652,9 +652,15 @@ async fn cluster_view_changed(cluster: &mut Option<ClusterLink>) {
     }
 }
 
+/// The shortest time between two saves of the last known containers: a save serializes the
+/// whole set (a megabyte at thousands of containers), and during a burst of changes saving
+/// each one would take the CPU the rebuilds need. Shutdown saves the final set regardless.
+const LAST_KNOWN_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Saves the container set of each published snapshot (`last_known`), newest first: the
-/// current value at start, then whenever it changes. A failure is logged only: the file is a
-/// cache for the next start.
+/// current value at start, then whenever it changes, at most once per
+/// [`LAST_KNOWN_SAVE_INTERVAL`]. A failure is logged only: the file is a cache for the next
+/// start.
 async fn saver_loop(mut saved: tokio::sync::watch::Receiver<Arc<Vec<Container>>>, path: PathBuf) {
     loop {
         let containers = saved.borrow_and_update().clone();
@@ -664,6 +670,7 @@ async fn saver_loop(mut saved: tokio::sync::watch::Receiver<Arc<Vec<Container>>>
             Ok(Err(e)) => tracing::warn!("{e:#}"),
             Err(e) => tracing::warn!("saving the last known containers panicked: {e}"),
         }
+        tokio::time::sleep(LAST_KNOWN_SAVE_INTERVAL).await;
         if saved.changed().await.is_err() {
             return;
         }
