@@ -129,7 +129,10 @@ fn the_edge_routes_the_documented_etcd_keys_to_the_servers_they_name() {
     wait_for(
         "one.example.test to leave the edge over HTTP and HTTPS",
         Duration::from_secs(10),
-        || match (c.edge.http("one.example.test"), c.edge.https("one.example.test")) {
+        || match (
+            c.edge.http("one.example.test"),
+            c.edge.https("one.example.test"),
+        ) {
             (Ok((404, _)), https) if https.is_err_or_not_200() => Ok(()),
             other => Err(format!("{other:?}")),
         },

@@ -99,6 +99,36 @@ pub struct TlsFiles {
     pub identity: Option<(PathBuf, PathBuf)>,
 }
 
+/// Reads a secret (the etcd password, the client key), refusing a file every local user may
+/// read: whoever can read it can act as this server in the cluster (claim any host for any
+/// network). The route server reads it through its group (`docker`), so 0640 or 0600 is
+/// right (docs/cluster.md "Running it").
+pub fn read_secret(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("{what} {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        bail!(
+            "{what} {}: readable by every user (mode {:04o}); it holds a secret of the etcd \
+             cluster: chmod o-rwx {} (0640 with the group the route server runs as, or 0600)",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// The etcd password from `path` ([`read_secret`]), without its trailing newline.
+pub fn read_password(what: &str, path: &std::path::Path) -> Result<String> {
+    let bytes = read_secret(what, path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
 /// `[scheme://]host:port` → (scheme, `host:port`).
 pub fn parse_endpoint(e: &str) -> Result<(&'static str, String)> {
     let (scheme, rest) = if let Some(r) = e.strip_prefix("http://") {
@@ -282,11 +312,7 @@ impl ClusterSettings {
             identity,
         });
         let credentials = match (&self.user, &self.password_file) {
-            (Some(u), Some(f)) => {
-                let p = std::fs::read_to_string(f)
-                    .with_context(|| format!("cluster.password_file {}", f.display()))?;
-                Some((u.clone(), p.trim_end_matches(['\n', '\r']).to_string()))
-            }
+            (Some(u), Some(f)) => Some((u.clone(), read_password("cluster.password_file", f)?)),
             (None, None) => None,
             _ => bail!("cluster.user and cluster.password_file go together"),
         };

@@ -1,0 +1,917 @@
+//! The cluster over an etcd that requires TLS, client certificates and a password, through the
+//! real parts (docs/cluster.md "Running it"): a throwaway CA and certificates made with the
+//! `openssl` CLI, one etcd 3.4 member on https://127.0.74.1:24071 with `--client-cert-auth`
+//! and etcd's role-based access (a `renet` user with read/write on `renet/` and `traefik/`, an
+//! `edge` user that may only read `traefik`), the route server and `renet cluster status`
+//! configured by the settings file's `cluster` object, and an edge Traefik written by
+//! `renet proxy config --edge`.
+//!
+//! What an operator or an attacker sees: with the right files the route server claims its
+//! host and the edge routes it; with a wrong CA, no or an untrusted client certificate, a wrong
+//! password or an unknown user nothing is written to etcd and `/health` and `cluster status`
+//! name the problem; a missing or world-readable password file is refused before anything is
+//! done.
+//!
+//! Resources: network ID 4352, loopback addresses 127.0.74.0/24 (etcd .1, the edge .2, the
+//! cluster address of the route server .3, the edge's backend .4); ports besides etcd's are
+//! picked free. The tests share etcd's ports, so they hold [`LOCK_FILE`].
+//! Run: `cargo test --test cluster_tls` (root, after `scripts/test-env.sh install`).
+
+#[path = "cluster_support/mod.rs"]
+mod cluster_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use cluster_support::route_server_support::{
+    Daemon, RouteServer, Sandbox, http_get, renet_bin, slot_ip, wait_for, web,
+};
+use cluster_support::{Proc, tail, traefik_bin};
+use serde_json::{Value, json};
+
+const LOCK_FILE: &str = "/tmp/renet-cluster-tls-tests.lock";
+const ETCD_IP: &str = "127.0.74.1";
+const ETCD_URL: &str = "https://127.0.74.1:24071";
+const ETCD_PEER_URL: &str = "http://127.0.74.1:24075";
+/// Where a killed earlier run's etcd is found again (its pid), to stop it before starting.
+const ETCD_PID_FILE: &str = "/tmp/renet-cluster-tls-etcd.pid";
+const EDGE_IP: &str = "127.0.74.2";
+const SERVER_ADDRESS: &str = "127.0.74.3";
+const BACKEND_IP: &str = "127.0.74.4";
+const NET: u32 = 4352;
+
+const ROOT_PASSWORD: &str = "root-3b8e1c";
+const RENET_PASSWORD: &str = "renet-9f2d47";
+const EDGE_PASSWORD: &str = "edge-51c0aa";
+
+fn exclusive() -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .expect("open the test lock file");
+    f.lock().expect("lock the test lock file");
+    f
+}
+
+fn tmpdir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rtls-{what}-"))
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs `cmd` to its end, killing it after `timeout` (a command that should refuse to start
+/// must not hang the test when it does start).
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still ran after {timeout:?}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A loopback TCP port on `ip` that was free a moment ago.
+fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_mode(path: &Path, content: &str, mode: u32) {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+/// A throwaway PKI made with the `openssl` CLI: the CA that signed etcd's certificate and the
+/// client's, a second self-made CA (what a wrong `ca_file` or an attacker's client certificate
+/// comes from), etcd's server certificate for 127.0.74.1 and client certificates.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki { dir: tmpdir("pki") };
+        pki.ca("ca", "renet test etcd CA");
+        pki.ca("rogue-ca", "renet test rogue CA");
+        pki.issue(
+            "ca",
+            "server",
+            "etcd",
+            &format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth\nsubjectAltName=IP:{ETCD_IP}\n"
+            ),
+            1,
+        );
+        let client = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                      extendedKeyUsage=clientAuth\n";
+        pki.issue("ca", "client", "renet-client", client, 2);
+        pki.issue("rogue-ca", "rogue-client", "renet-client", client, 1);
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = run(Command::new("openssl")
+            .current_dir(self.dir.path())
+            .args(args));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} (installed by scripts/test-env.sh): {}",
+            text(&out.stderr)
+        );
+    }
+
+    fn ca(&self, name: &str, cn: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    fn issue(&self, ca: &str, name: &str, cn: &str, extensions: &str, serial: u32) {
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        std::fs::write(self.path(&format!("{name}.ext")), extensions).unwrap();
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}-key.pem"),
+            "-set_serial",
+            &serial.to_string(),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+        // As an operator installs a client key: readable by the route server's group only.
+        std::fs::set_permissions(
+            self.path(&format!("{name}-key.pem")),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// etcd
+
+/// One etcd member requiring TLS and client certificates, with role-based access enabled:
+/// users `root`, `renet` (read/write `renet/` and `traefik/`) and `edge` (read `traefik`).
+/// Killed on drop.
+struct TlsEtcd<'a> {
+    proc: Proc,
+    pki: &'a Pki,
+    dir: tempfile::TempDir,
+    auth: bool,
+}
+
+impl<'a> TlsEtcd<'a> {
+    fn start(pki: &'a Pki) -> TlsEtcd<'a> {
+        stop_leftover_etcd();
+        let dir = tmpdir("etcd");
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "tls", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", ETCD_URL])
+            .args(["--advertise-client-urls", ETCD_URL])
+            .args(["--listen-peer-urls", ETCD_PEER_URL])
+            .args(["--initial-advertise-peer-urls", ETCD_PEER_URL])
+            .args(["--initial-cluster", &format!("tls={ETCD_PEER_URL}")])
+            .arg("--client-cert-auth")
+            .arg(format!(
+                "--trusted-ca-file={}",
+                pki.path("ca.pem").display()
+            ))
+            .arg(format!("--cert-file={}", pki.path("server.pem").display()))
+            .arg(format!(
+                "--key-file={}",
+                pki.path("server-key.pem").display()
+            ))
+            .args(["--log-level", "warn"]);
+        let proc = Proc::spawn(cmd, dir.path().join("etcd.log"), "etcd");
+        if let Some(pid) = proc.pid() {
+            let _ = std::fs::write(ETCD_PID_FILE, pid.to_string());
+        }
+        let mut etcd = TlsEtcd {
+            proc,
+            pki,
+            dir,
+            auth: false,
+        };
+        let e = &mut etcd;
+        wait_for("etcd over TLS", Duration::from_secs(20), || {
+            e.proc.assert_alive();
+            let out = e.ctl(&["endpoint", "health"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out.stderr))
+            }
+        });
+        etcd.enable_auth();
+        etcd
+    }
+
+    /// `etcdctl` with the client certificate, as root once access control is on.
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={ETCD_URL}"))
+            .arg(format!("--cacert={}", self.pki.path("ca.pem").display()))
+            .arg(format!("--cert={}", self.pki.path("client.pem").display()))
+            .arg(format!(
+                "--key={}",
+                self.pki.path("client-key.pem").display()
+            ))
+            .args(["--dial-timeout=2s", "--command-timeout=5s"]);
+        if self.auth {
+            cmd.arg(format!("--user=root:{ROOT_PASSWORD}"));
+        }
+        run(cmd.args(args))
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// The users and roles of docs/cluster.md: the route servers read and write `renet/` and
+    /// `traefik/`, the edges only read Traefik's keys.
+    fn enable_auth(&mut self) {
+        let steps: &[&[&str]] = &[
+            &[
+                "user",
+                "add",
+                "root",
+                &format!("--new-user-password={ROOT_PASSWORD}"),
+            ],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", "renet"],
+            &[
+                "role",
+                "grant-permission",
+                "renet",
+                "--prefix=true",
+                "readwrite",
+                "renet/",
+            ],
+            &[
+                "role",
+                "grant-permission",
+                "renet",
+                "--prefix=true",
+                "readwrite",
+                "traefik/",
+            ],
+            &[
+                "user",
+                "add",
+                "renet",
+                &format!("--new-user-password={RENET_PASSWORD}"),
+            ],
+            &["user", "grant-role", "renet", "renet"],
+            &["role", "add", "edge"],
+            // `traefik`, not `traefik/`: Traefik's etcd provider reads and watches the prefix
+            // of its root key without the slash (with `traefik/` it gets "permission denied").
+            &[
+                "role",
+                "grant-permission",
+                "edge",
+                "--prefix=true",
+                "read",
+                "traefik",
+            ],
+            &[
+                "user",
+                "add",
+                "edge",
+                &format!("--new-user-password={EDGE_PASSWORD}"),
+            ],
+            &["user", "grant-role", "edge", "edge"],
+            &["auth", "enable"],
+        ];
+        for step in steps {
+            self.ctl_ok(step);
+        }
+        self.auth = true;
+    }
+
+    fn put(&self, key: &str, value: &str) {
+        self.ctl_ok(&["put", key, value]);
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let out = self.ctl_ok(&["get", "--print-value-only", key]);
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Every key in etcd (as root).
+    fn keys(&self) -> Vec<String> {
+        let out = self.ctl_ok(&["get", "--prefix", "--keys-only", ""]);
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        self.proc.log_text()
+    }
+}
+
+impl Drop for TlsEtcd<'_> {
+    fn drop(&mut self) {
+        self.proc.kill();
+        let _ = std::fs::remove_file(ETCD_PID_FILE);
+        let _ = &self.dir;
+    }
+}
+
+/// A run that was killed (no drop) may have left its etcd on our ports: stop that one, found
+/// by the pid it wrote, only when it still is an etcd on 127.0.74.1.
+fn stop_leftover_etcd() {
+    let Ok(pid) = std::fs::read_to_string(ETCD_PID_FILE) else {
+        return;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = text(&cmdline);
+    if cmdline.starts_with("etcd\0") && cmdline.contains(ETCD_URL) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_file(ETCD_PID_FILE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The route server and `renet cluster status`
+
+/// A settings file whose `cluster` object is `cluster`, with the endpoint, this server's name
+/// and address and a short lease added.
+fn write_settings(dir: &Path, name: &str, cluster: Value) -> PathBuf {
+    let mut c = json!({
+        "endpoints": [ETCD_URL],
+        "name": name,
+        "address": SERVER_ADDRESS,
+        "lease_ttl_seconds": 2,
+    });
+    for (k, v) in cluster.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    let path = dir.join(format!("{name}.json"));
+    let settings = json!({ "redeploy_grace_seconds": 0, "cluster": c });
+    std::fs::write(&path, serde_json::to_string_pretty(&settings).unwrap()).unwrap();
+    path
+}
+
+/// The right `cluster` object: the CA, the client certificate, user `renet` and its password.
+fn good_cluster(pki: &Pki, password_file: &Path) -> Value {
+    json!({
+        "ca_file": pki.path("ca.pem"),
+        "cert_file": pki.path("client.pem"),
+        "key_file": pki.path("client-key.pem"),
+        "user": "renet",
+        "password_file": password_file,
+    })
+}
+
+/// `renet route-server` with `settings` (cluster from the file, no cluster flags), its own
+/// state folder, watching the sandbox's daemons; waits until it answers.
+fn start_route_server(sandbox: &Sandbox, settings: &Path) -> RouteServer {
+    let port = cluster_support::route_server_support::free_port();
+    let stem = settings.file_stem().unwrap().to_string_lossy().to_string();
+    let state = sandbox.scratch.path().join(format!("state-{stem}"));
+    let log = sandbox
+        .scratch
+        .path()
+        .join(format!("route-server-{stem}.log"));
+    let logf = std::fs::File::create(&log).unwrap();
+    let child = Command::new(renet_bin())
+        .arg("route-server")
+        .arg("--settings")
+        .arg(settings)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--socket-dir")
+        .arg(sandbox.sockets.path())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--data-dir")
+        .arg(sandbox.data.path())
+        .env("RENET_LOG", "info,renet=debug")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .expect("start renet route-server");
+    let mut rs = RouteServer { child, port, log };
+    wait_for(
+        "the route server to answer",
+        Duration::from_secs(20),
+        || {
+            if let Ok(Some(status)) = rs.child.try_wait() {
+                panic!("route server exited early ({status}):\n{}", rs.log_text());
+            }
+            rs.get("/health").map(|_| ())
+        },
+    );
+    rs
+}
+
+/// `renet cluster status [--json]` with `settings`.
+fn cluster_status(settings: &Path, as_json: bool) -> Output {
+    let mut cmd = Command::new(renet_bin());
+    cmd.args(["cluster", "status", "--settings"]).arg(settings);
+    if as_json {
+        cmd.arg("--json");
+    }
+    run(&mut cmd)
+}
+
+/// The labels `renet compose` and a tenant write for one HTTP site on `host`.
+fn site_labels(host: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("traefik.enable", "true".into()),
+        ("traefik.http.routers.site.rule", format!("Host(`{host}`)")),
+        ("traefik.http.routers.site.entrypoints", "web".into()),
+        ("traefik.http.routers.site.service", "site".into()),
+        (
+            "traefik.http.services.site.loadbalancer.server.port",
+            "8080".into(),
+        ),
+    ]
+}
+
+/// A wrong way to reach etcd, and what the operator must read in the error.
+struct BadAccess {
+    name: &'static str,
+    cluster: Value,
+    /// Each must appear (case-insensitive) in `/health` `cluster.error` and in the stderr of
+    /// `renet cluster status`.
+    says: &'static [&'static str],
+}
+
+fn bad_accesses(pki: &Pki, password_file: &Path, wrong_password_file: &Path) -> Vec<BadAccess> {
+    let good = good_cluster(pki, password_file);
+    let with = |changes: Value| {
+        let mut c = good.clone();
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    vec![
+        BadAccess {
+            name: "wrong-ca",
+            cluster: with(json!({ "ca_file": pki.path("rogue-ca.pem") })),
+            says: &["not signed by", "rogue-ca.pem"],
+        },
+        BadAccess {
+            name: "no-client-cert",
+            cluster: with(json!({ "cert_file": null, "key_file": null })),
+            says: &["requires a client certificate", "cluster.cert_file"],
+        },
+        BadAccess {
+            name: "untrusted-client-cert",
+            cluster: with(json!({
+                "cert_file": pki.path("rogue-client.pem"),
+                "key_file": pki.path("rogue-client-key.pem"),
+            })),
+            says: &["does not trust the client certificate", "rogue-client.pem"],
+        },
+        BadAccess {
+            name: "wrong-password",
+            cluster: with(json!({ "password_file": wrong_password_file })),
+            says: &[
+                "refused user `renet`",
+                "cluster.password_file",
+                "authentication failed",
+            ],
+        },
+        BadAccess {
+            name: "unknown-user",
+            cluster: with(json!({ "user": "mallory" })),
+            says: &["refused user `mallory`", "authentication failed"],
+        },
+    ]
+}
+
+fn says_all(message: &str, fragments: &[&str]) -> bool {
+    let m = message.to_lowercase();
+    fragments.iter().all(|f| m.contains(&f.to_lowercase()))
+}
+
+/// A route server configured with TLS files and a password in the settings file's `cluster`
+/// object claims its repository's host in etcd, and `renet cluster status` (same settings)
+/// lists it. Before that, every wrong way to reach the same etcd claims nothing, writes
+/// nothing, and says why in `/health` and in `cluster status`.
+#[test]
+fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_claims_nothing() {
+    let _lock = exclusive();
+    let pki = Pki::new();
+    let etcd = TlsEtcd::start(&pki);
+    let sandbox = Sandbox::new();
+    let secrets = tmpdir("secrets");
+    let password_file = secrets.path().join("etcd-password");
+    write_mode(&password_file, &format!("{RENET_PASSWORD}\n"), 0o640);
+    let wrong_password_file = secrets.path().join("wrong-password");
+    write_mode(&wrong_password_file, "not-the-password\n", 0o640);
+
+    let host = "tls.example.test";
+    let daemon = Daemon::start(&sandbox, NET);
+    let ip = slot_ip(NET, 0);
+    daemon.run_service(
+        "site",
+        "site",
+        0,
+        &site_labels(host),
+        &[],
+        &web(ip, 8080, "tls-site"),
+    );
+
+    // Every wrong access at once: each route server waits for the repository's host and
+    // cannot claim it.
+    let bad = bad_accesses(&pki, &password_file, &wrong_password_file);
+    let servers: Vec<(&BadAccess, PathBuf, RouteServer)> = bad
+        .iter()
+        .map(|b| {
+            let settings = write_settings(sandbox.scratch.path(), b.name, b.cluster.clone());
+            let rs = start_route_server(&sandbox, &settings);
+            (b, settings, rs)
+        })
+        .collect();
+    // Every refusal is checked before the test fails, so one run shows all the messages.
+    let mut wrong = Vec::new();
+    for (b, settings, rs) in &servers {
+        let error = wait_for(
+            &format!("{}: /health to show the etcd error", b.name),
+            Duration::from_secs(15),
+            || {
+                let (code, v) = rs.health();
+                let c = &v["cluster"];
+                match c["error"].as_str() {
+                    Some(e) if c["connected"] == false && code == 503 => Ok(e.to_string()),
+                    _ => Err(format!("{code}: {c}")),
+                }
+            },
+        );
+        if !says_all(&error, b.says) {
+            wrong.push(format!(
+                "{}: /health cluster.error should say {:?}: {error}",
+                b.name, b.says
+            ));
+        }
+        let (_, v) = rs.health();
+        assert_eq!(v["status"], "degraded", "{}: {v}", b.name);
+        let pending = v["cluster"]["pending"].to_string();
+        assert!(
+            pending.contains(host),
+            "{}: the host waits: {pending}",
+            b.name
+        );
+
+        let out = cluster_status(settings, true);
+        let stderr = text(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{}: cluster status succeeded",
+            b.name
+        );
+        assert!(out.stdout.is_empty(), "{}: {}", b.name, text(&out.stdout));
+        if !says_all(&stderr, b.says) {
+            wrong.push(format!(
+                "{}: `renet cluster status` should say {:?}: {stderr}",
+                b.name, b.says
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        etcd.keys(),
+        Vec::<String>::new(),
+        "nothing reaches etcd without the right access"
+    );
+    drop(servers);
+
+    // The right access: the host is claimed cluster-wide and served by this server.
+    let settings = write_settings(
+        sandbox.scratch.path(),
+        "tls-a",
+        good_cluster(&pki, &password_file),
+    );
+    let rs = start_route_server(&sandbox, &settings);
+    let owner_key = format!("renet/owners/host/{host}");
+    wait_for("the host's claim in etcd", Duration::from_secs(15), || {
+        etcd.get(&owner_key)
+            .ok_or_else(|| format!("{}", rs.health().1["cluster"]))
+    });
+    assert_eq!(etcd.get(&owner_key).as_deref(), Some("4352"));
+    assert_eq!(
+        etcd.get(&format!("renet/serving/host/{host}")).as_deref(),
+        Some(r#"{"network_id":4352,"server":"tls-a"}"#)
+    );
+    assert_eq!(
+        etcd.get(&format!("traefik/http/routers/renet-host-{host}/service"))
+            .as_deref(),
+        Some("renet-tls-a")
+    );
+    let (code, v) = rs.health();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["cluster"]["connected"], true);
+    assert_eq!(
+        v["cluster"]["serving"][0]["resource"],
+        format!("host {host}")
+    );
+
+    let out = cluster_status(&settings, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["servers"]["tls-a"]["serving"],
+        json!([{ "resource": format!("host {host}"), "network_id": 4352 }]),
+        "{doc}"
+    );
+    assert_eq!(doc["servers"]["tls-a"]["address"], SERVER_ADDRESS);
+    assert_eq!(doc["conflicts"], json!([]));
+    drop(rs);
+    let _ = etcd.log_text();
+}
+
+/// The password file: missing, or readable by every user, is refused by the route server,
+/// `renet cluster status` and `renet proxy config --edge` before they do anything, with the
+/// file named and the way out.
+#[test]
+fn a_missing_or_world_readable_password_file_is_refused_by_name() {
+    let _lock = exclusive();
+    let pki = Pki::new();
+    let dir = tmpdir("pwfile");
+    let open_file = dir.path().join("open-password");
+    write_mode(&open_file, &format!("{RENET_PASSWORD}\n"), 0o644);
+    let missing = dir.path().join("no-such-password");
+    for (name, file, says) in [
+        (
+            "missing",
+            &missing,
+            vec!["no-such-password", "no such file"],
+        ),
+        (
+            "world-readable",
+            &open_file,
+            vec!["open-password", "readable by every user", "chmod"],
+        ),
+    ] {
+        let settings = write_settings(dir.path(), name, good_cluster(&pki, file));
+        // The route server: exits at once, nothing started.
+        let listen = format!(
+            "127.0.0.1:{}",
+            cluster_support::route_server_support::free_port()
+        );
+        let out = run_bounded(
+            Command::new(renet_bin())
+                .arg("route-server")
+                .arg("--settings")
+                .arg(&settings)
+                .args(["--listen", &listen])
+                .arg("--state-dir")
+                .arg(dir.path().join(format!("state-{name}")))
+                .arg("--socket-dir")
+                .arg(dir.path().join("no-sockets")),
+            Duration::from_secs(10),
+        );
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{name}: route server started");
+        assert!(
+            says_all(&stderr, &says) && stderr.contains("cluster.password_file"),
+            "{name}: route server: {stderr}"
+        );
+        assert!(
+            !dir.path().join(format!("state-{name}")).exists(),
+            "{name}: nothing written"
+        );
+        // `renet cluster status`.
+        let out = cluster_status(&settings, false);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{name}: cluster status succeeded");
+        assert!(says_all(&stderr, &says), "{name}: cluster status: {stderr}");
+        // The edge's configuration: nothing written.
+        let out_dir = dir.path().join(format!("edge-{name}"));
+        let out = run(Command::new(renet_bin())
+            .args(["proxy", "config", "--edge", "--cluster", ETCD_URL])
+            .arg("--settings")
+            .arg(&settings)
+            .arg("--out-dir")
+            .arg(&out_dir)
+            .arg("--unit-dir")
+            .arg(&out_dir));
+        let stderr = text(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{name}: proxy config --edge succeeded"
+        );
+        assert!(
+            says_all(&stderr, &says),
+            "{name}: proxy config --edge: {stderr}"
+        );
+        assert!(!out_dir.exists(), "{name}: the edge's files were written");
+    }
+}
+
+/// `renet proxy config --edge` with the CA, a client certificate, user `edge` (read-only on
+/// Traefik's keys) and its password writes a `traefik-edge.yml` with which real Traefik reads
+/// etcd over TLS: a router written by hand in the documented schema sends a request through
+/// the edge to the backend it names.
+#[test]
+fn the_edge_reads_etcd_over_tls_with_its_credentials_and_routes_to_the_backend() {
+    let _lock = exclusive();
+    let pki = Pki::new();
+    let etcd = TlsEtcd::start(&pki);
+    let dir = tmpdir("edge");
+    let password_file = dir.path().join("edge-password");
+    write_mode(&password_file, &format!("{EDGE_PASSWORD}\n"), 0o640);
+
+    // The backend: busybox httpd on 127.0.74.4.
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "edge-backend-over-tls\n").unwrap();
+    let backend_port = free_port_on(BACKEND_IP);
+    let mut httpd = Command::new("/bin/busybox");
+    httpd
+        .args([
+            "httpd",
+            "-f",
+            "-p",
+            &format!("{BACKEND_IP}:{backend_port}"),
+            "-h",
+        ])
+        .arg(&www);
+    let mut backend = Proc::spawn(httpd, dir.path().join("httpd.log"), "busybox httpd");
+
+    let settings = dir.path().join("renet.json");
+    let cluster = json!({
+        "ca_file": pki.path("ca.pem"),
+        "cert_file": pki.path("client.pem"),
+        "key_file": pki.path("client-key.pem"),
+        "user": "edge",
+        "password_file": password_file,
+    });
+    std::fs::write(&settings, json!({ "cluster": cluster }).to_string()).unwrap();
+    let (http, https, tcp, api) = (
+        free_port_on(EDGE_IP),
+        free_port_on(EDGE_IP),
+        free_port_on(EDGE_IP),
+        free_port_on(EDGE_IP),
+    );
+    let out = run(Command::new(renet_bin())
+        .args(["proxy", "config", "--edge", "--cluster", ETCD_URL])
+        .arg("--settings")
+        .arg(&settings)
+        .arg("--out-dir")
+        .arg(dir.path().join("traefik"))
+        .arg("--unit-dir")
+        .arg(dir.path().join("units"))
+        .args(["--public-ipv4", EDGE_IP])
+        .args(["--http-port", &http.to_string()])
+        .args(["--https-port", &https.to_string()])
+        .args(["--preset-ports", "none"])
+        .args(["--dynamic-range", &format!("{tcp}-{tcp}")])
+        .args(["--api-address", &format!("{EDGE_IP}:{api}")]));
+    assert!(
+        out.status.success(),
+        "renet proxy config --edge: {}",
+        text(&out.stderr)
+    );
+    let config = dir.path().join("traefik/traefik-edge.yml");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the file holding the etcd password is root's only"
+    );
+
+    let mut cmd = Command::new(traefik_bin());
+    cmd.arg(format!("--configFile={}", config.display()));
+    let mut edge = Proc::spawn(cmd, dir.path().join("traefik.log"), "the edge Traefik");
+    let api_addr = format!("{EDGE_IP}:{api}");
+    wait_for("the edge Traefik", Duration::from_secs(30), || {
+        edge.assert_alive();
+        http_get(&api_addr, "/ping", None).map(|_| ())
+    });
+
+    // The documented keys of one server serving one host, written by hand (as root).
+    let host = "edge-tls.example.test";
+    etcd.put(
+        "traefik/http/services/renet-tls-b/loadBalancer/servers/0/url",
+        &format!("http://{BACKEND_IP}:{backend_port}"),
+    );
+    let r = format!("traefik/http/routers/renet-host-{host}");
+    etcd.put(&format!("{r}/rule"), &format!("Host(`{host}`)"));
+    etcd.put(&format!("{r}/entryPoints/0"), "web");
+    etcd.put(&format!("{r}/service"), "renet-tls-b");
+
+    let edge_web = format!("{EDGE_IP}:{http}");
+    wait_for(
+        "the edge to route the host read from etcd over TLS",
+        Duration::from_secs(20),
+        || match http_get(&edge_web, "/", Some(host)) {
+            Ok((200, body)) if body.contains("edge-backend-over-tls") => Ok(()),
+            Ok((code, body)) => Err(format!(
+                "{code}: {body}\n--- edge log:\n{}",
+                tail(&edge.log_text(), 15)
+            )),
+            Err(e) => Err(e),
+        },
+    );
+    // Another host is not routed: the edge has exactly what etcd says.
+    let (code, _) = http_get(&edge_web, "/", Some("other.example.test")).unwrap();
+    assert_eq!(code, 404);
+    backend.assert_alive();
+    edge.assert_alive();
+}
