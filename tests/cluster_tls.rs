@@ -262,6 +262,9 @@ impl<'a> TlsEtcd<'a> {
                 "--key-file={}",
                 pki.path("server-key.pem").display()
             ))
+            // etcd's auth tokens expire after 2 idle seconds instead of 300: the route
+            // server's session must outlive its token.
+            .args(["--auth-token-ttl", "2"])
             .args(["--log-level", "warn"]);
         let proc = Proc::spawn(cmd, dir.path().join("etcd.log"), "etcd");
         if let Some(pid) = proc.pid() {
@@ -379,6 +382,13 @@ impl<'a> TlsEtcd<'a> {
 
     fn put(&self, key: &str, value: &str) {
         self.ctl_ok(&["put", key, value]);
+    }
+
+    /// The lease `key` was written under (0: none).
+    fn lease_of(&self, key: &str) -> i64 {
+        let out = self.ctl_ok(&["get", key, "-w", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        v["kvs"][0]["lease"].as_i64().unwrap_or(0)
     }
 
     fn get(&self, key: &str) -> Option<String> {
@@ -514,17 +524,41 @@ fn cluster_status(settings: &Path, as_json: bool) -> Output {
 }
 
 /// The labels `renet compose` and a tenant write for one HTTP site on `host`.
-fn site_labels(host: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("traefik.enable", "true".into()),
-        ("traefik.http.routers.site.rule", format!("Host(`{host}`)")),
-        ("traefik.http.routers.site.entrypoints", "web".into()),
-        ("traefik.http.routers.site.service", "site".into()),
+fn site_labels(name: &str, host: &str) -> Vec<(String, String)> {
+    [
+        ("traefik.enable".to_string(), "true".to_string()),
         (
-            "traefik.http.services.site.loadbalancer.server.port",
+            format!("traefik.http.routers.{name}.rule"),
+            format!("Host(`{host}`)"),
+        ),
+        (
+            format!("traefik.http.routers.{name}.entrypoints"),
+            "web".into(),
+        ),
+        (format!("traefik.http.routers.{name}.service"), name.into()),
+        (
+            format!("traefik.http.services.{name}.loadbalancer.server.port"),
             "8080".into(),
         ),
     ]
+    .into()
+}
+
+/// Runs an HTTP site for `host` as container, service and router `name` in `slot`.
+fn run_site(daemon: &Daemon, name: &str, slot: u32, host: &str) {
+    let labels = site_labels(name, host);
+    let labels: Vec<(&str, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    daemon.run_service(
+        name,
+        name,
+        slot,
+        &labels,
+        &[],
+        &web(slot_ip(NET, slot), 8080, name),
+    );
 }
 
 /// A wrong way to reach etcd, and what the operator must read in the error.
@@ -556,6 +590,11 @@ fn bad_accesses(pki: &Pki, password_file: &Path, wrong_password_file: &Path) -> 
             says: &["not signed by", "rogue-ca.pem"],
         },
         BadAccess {
+            name: "no-ca",
+            cluster: with(json!({ "ca_file": null })),
+            says: &["cannot be verified", "set cluster.ca_file"],
+        },
+        BadAccess {
             name: "no-client-cert",
             cluster: with(json!({ "cert_file": null, "key_file": null })),
             says: &["requires a client certificate", "cluster.cert_file"],
@@ -585,9 +624,10 @@ fn bad_accesses(pki: &Pki, password_file: &Path, wrong_password_file: &Path) -> 
     ]
 }
 
+/// `message` holds every fragment (case-insensitive) and reads as one line of text.
 fn says_all(message: &str, fragments: &[&str]) -> bool {
-    let m = message.to_lowercase();
-    fragments.iter().all(|f| m.contains(&f.to_lowercase()))
+    let m = message.trim().to_lowercase();
+    fragments.iter().all(|f| m.contains(&f.to_lowercase())) && !m.contains("  ")
 }
 
 /// A route server configured with TLS files and a password in the settings file's `cluster`
@@ -608,15 +648,7 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
 
     let host = "tls.example.test";
     let daemon = Daemon::start(&sandbox, NET);
-    let ip = slot_ip(NET, 0);
-    daemon.run_service(
-        "site",
-        "site",
-        0,
-        &site_labels(host),
-        &[],
-        &web(ip, 8080, "tls-site"),
-    );
+    run_site(&daemon, "site", 0, host);
 
     // Every wrong access at once: each route server waits for the repository's host and
     // cannot claim it.
@@ -644,6 +676,7 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
                 }
             },
         );
+        eprintln!("{}: /health cluster.error: {error}", b.name);
         if !says_all(&error, b.says) {
             wrong.push(format!(
                 "{}: /health cluster.error should say {:?}: {error}",
@@ -722,6 +755,32 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
     );
     assert_eq!(doc["servers"]["tls-a"]["address"], SERVER_ADDRESS);
     assert_eq!(doc["conflicts"], json!([]));
+
+    // The etcd token expires while the server idles (`--auth-token-ttl 2`): a later claim
+    // re-authenticates within the same session; the server keeps its lease (a new session
+    // would have moved everything onto a new one) and never shows as disconnected.
+    let server_key = "renet/servers/tls-a";
+    let lease = etcd.lease_of(server_key);
+    assert_ne!(lease, 0);
+    std::thread::sleep(Duration::from_secs(4));
+    let later = "later.tls.example.test";
+    run_site(&daemon, "later", 1, later);
+    wait_for("the later host's claim", Duration::from_secs(15), || {
+        etcd.get(&format!("renet/owners/host/{later}"))
+            .ok_or_else(|| format!("{}", rs.health().1["cluster"]))
+    });
+    assert_eq!(
+        etcd.lease_of(server_key),
+        lease,
+        "the session outlived its token: {}",
+        tail(&rs.log_text(), 20)
+    );
+    let log = rs.log_text();
+    assert!(
+        !log.contains("keeping what this server serves"),
+        "the server lost etcd: {}",
+        tail(&log, 20)
+    );
     drop(rs);
     let _ = etcd.log_text();
 }

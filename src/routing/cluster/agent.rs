@@ -291,11 +291,11 @@ async fn try_member(endpoint: &str, probe_key: &str, options: ConnectOptions) ->
 /// the error says enough by itself (a member that is down, a timeout).
 fn explain(e: &anyhow::Error, config: &Connection, probe_key: &str) -> Option<String> {
     let text = format!("{e:#} {e:?}");
-    let tls = config.tls.as_ref();
     let user = config.credentials.as_ref().map(|(u, _)| u.as_str());
     if text.contains("authentication failed") {
         return Some(format!(
-            "etcd refused user `{}` (cluster.user) with the password of cluster.password_file:              the user is unknown or the password is wrong",
+            "etcd refused user `{}` (cluster.user) with the password of cluster.password_file: \
+             the user is unknown or the password is wrong",
             user.unwrap_or("")
         ));
     }
@@ -313,7 +313,16 @@ fn explain(e: &anyhow::Error, config: &Connection, probe_key: &str) -> Option<St
             "etcd has access control enabled: set cluster.user and cluster.password_file".into(),
         );
     }
-    let tls = tls?;
+    // An https:// endpoint without any TLS file still speaks TLS (with no CA to trust).
+    let no_files = crate::routing::cluster::settings::TlsFiles {
+        ca_file: None,
+        identity: None,
+    };
+    let tls = match config.tls.as_ref() {
+        Some(t) => t,
+        None if config.endpoints.iter().any(|e| e.starts_with("https://")) => &no_files,
+        None => return None,
+    };
     if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
         return Some(match &tls.ca_file {
             Some(ca) => format!(
@@ -322,7 +331,7 @@ fn explain(e: &anyhow::Error, config: &Connection, probe_key: &str) -> Option<St
                 ca.display()
             ),
             None => "etcd's certificate cannot be verified: set cluster.ca_file to the CA that \
-                     signed it"
+                     signed it (renet does not use the system's CA bundle)"
                 .into(),
         });
     }
