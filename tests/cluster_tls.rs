@@ -785,30 +785,51 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
     let _ = etcd.log_text();
 }
 
-/// The password file: missing, or readable by every user, is refused by the route server,
-/// `renet cluster status` and `renet proxy config --edge` before they do anything, with the
-/// file named and the way out.
+/// The password file missing or readable by every user, or a client key every user may read,
+/// is refused by the route server, `renet cluster status` and `renet proxy config --edge`
+/// before they do anything, with the setting and file named and the way out.
 #[test]
-fn a_missing_or_world_readable_password_file_is_refused_by_name() {
+fn a_missing_or_world_readable_secret_file_is_refused_by_name() {
     let _lock = exclusive();
     let pki = Pki::new();
     let dir = tmpdir("pwfile");
+    let password = dir.path().join("password");
+    write_mode(&password, &format!("{RENET_PASSWORD}\n"), 0o640);
     let open_file = dir.path().join("open-password");
     write_mode(&open_file, &format!("{RENET_PASSWORD}\n"), 0o644);
     let missing = dir.path().join("no-such-password");
-    for (name, file, says) in [
+    let open_key = dir.path().join("open-client-key.pem");
+    std::fs::copy(pki.path("client-key.pem"), &open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut open_key_cluster = good_cluster(&pki, &password);
+    open_key_cluster["key_file"] = json!(open_key);
+    for (name, cluster, says) in [
         (
             "missing",
-            &missing,
-            vec!["no-such-password", "no such file"],
+            good_cluster(&pki, &missing),
+            vec!["cluster.password_file", "no-such-password", "no such file"],
         ),
         (
             "world-readable",
-            &open_file,
-            vec!["open-password", "readable by every user", "chmod"],
+            good_cluster(&pki, &open_file),
+            vec![
+                "cluster.password_file",
+                "open-password",
+                "readable by every user",
+                "chmod",
+            ],
+        ),
+        (
+            "world-readable-key",
+            open_key_cluster,
+            vec![
+                "cluster.key_file",
+                "open-client-key.pem",
+                "readable by every user",
+            ],
         ),
     ] {
-        let settings = write_settings(dir.path(), name, good_cluster(&pki, file));
+        let settings = write_settings(dir.path(), name, cluster);
         // The route server: exits at once, nothing started.
         let listen = format!(
             "127.0.0.1:{}",
@@ -828,10 +849,7 @@ fn a_missing_or_world_readable_password_file_is_refused_by_name() {
         );
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{name}: route server started");
-        assert!(
-            says_all(&stderr, &says) && stderr.contains("cluster.password_file"),
-            "{name}: route server: {stderr}"
-        );
+        assert!(says_all(&stderr, &says), "{name}: route server: {stderr}");
         assert!(
             !dir.path().join(format!("state-{name}")).exists(),
             "{name}: nothing written"

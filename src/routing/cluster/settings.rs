@@ -303,7 +303,12 @@ impl ClusterSettings {
             return Ok(None);
         }
         let identity = match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (Some(c), Some(k)) => {
+                // Checked now, so a key every user may read stops a command before it starts
+                // (the agent reads it again at each connection: it may be replaced).
+                read_secret("cluster.key_file", k)?;
+                Some((c.clone(), k.clone()))
+            }
             (None, None) => None,
             _ => bail!("cluster.cert_file and cluster.key_file go together"),
         };
@@ -344,6 +349,34 @@ mod tests {
             let e = parse_endpoints(&[bad.into()]).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn secrets_every_user_may_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("etcd-password");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            read_password("cluster.password_file", &f).unwrap(),
+            "s3cret"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_password("cluster.password_file", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster.password_file") && e.contains("mode 0644"),
+            "{e}"
+        );
+        assert!(e.contains(&f.display().to_string()), "{e}");
+        let missing = dir.path().join("none");
+        let e = format!(
+            "{:#}",
+            read_secret("cluster.key_file", &missing).unwrap_err()
+        );
+        assert!(e.contains("cluster.key_file") && e.contains("none"), "{e}");
     }
 
     #[test]
