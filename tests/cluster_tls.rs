@@ -236,7 +236,8 @@ impl Pki {
 struct TlsEtcd<'a> {
     proc: Proc,
     pki: &'a Pki,
-    dir: tempfile::TempDir,
+    /// Data and log; removed after the member is killed (fields drop after `drop`).
+    _dir: tempfile::TempDir,
     auth: bool,
 }
 
@@ -273,7 +274,7 @@ impl<'a> TlsEtcd<'a> {
         let mut etcd = TlsEtcd {
             proc,
             pki,
-            dir,
+            _dir: dir,
             auth: false,
         };
         let e = &mut etcd;
@@ -292,6 +293,22 @@ impl<'a> TlsEtcd<'a> {
 
     /// `etcdctl` with the client certificate, as root once access control is on.
     fn ctl(&self, args: &[&str]) -> Output {
+        if self.auth {
+            self.ctl_as("root", ROOT_PASSWORD, args)
+        } else {
+            run(self.ctl_command().args(args))
+        }
+    }
+
+    /// `etcdctl` with the client certificate as `user`.
+    fn ctl_as(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        run(self
+            .ctl_command()
+            .arg(format!("--user={user}:{password}"))
+            .args(args))
+    }
+
+    fn ctl_command(&self) -> Command {
         let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={ETCD_URL}"))
@@ -302,10 +319,7 @@ impl<'a> TlsEtcd<'a> {
                 self.pki.path("client-key.pem").display()
             ))
             .args(["--dial-timeout=2s", "--command-timeout=5s"]);
-        if self.auth {
-            cmd.arg(format!("--user=root:{ROOT_PASSWORD}"));
-        }
-        run(cmd.args(args))
+        cmd
     }
 
     fn ctl_ok(&self, args: &[&str]) -> String {
@@ -414,7 +428,6 @@ impl Drop for TlsEtcd<'_> {
     fn drop(&mut self) {
         self.proc.kill();
         let _ = std::fs::remove_file(ETCD_PID_FILE);
-        let _ = &self.dir;
     }
 }
 
@@ -724,8 +737,13 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
     let rs = start_route_server(&sandbox, &settings);
     let owner_key = format!("renet/owners/host/{host}");
     wait_for("the host's claim in etcd", Duration::from_secs(15), || {
-        etcd.get(&owner_key)
-            .ok_or_else(|| format!("{}", rs.health().1["cluster"]))
+        etcd.get(&owner_key).ok_or_else(|| {
+            format!(
+                "{}\n--- etcd log:\n{}",
+                rs.health().1["cluster"],
+                tail(&etcd.log_text(), 10)
+            )
+        })
     });
     assert_eq!(etcd.get(&owner_key).as_deref(), Some("4352"));
     assert_eq!(
@@ -782,7 +800,6 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
         tail(&log, 20)
     );
     drop(rs);
-    let _ = etcd.log_text();
 }
 
 /// The password file missing or readable by every user, or a client key every user may read,
@@ -882,10 +899,70 @@ fn a_missing_or_world_readable_secret_file_is_refused_by_name() {
     }
 }
 
+/// An edge Traefik in the root namespace on 127.0.74.2 (free ports), configured by
+/// `renet proxy config --edge` from a settings file whose `cluster` object is `cluster`.
+struct Edge {
+    proc: Proc,
+    config: PathBuf,
+    web: String,
+}
+
+impl Edge {
+    fn start(dir: &Path, name: &str, cluster: Value) -> Edge {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = dir.join("renet.json");
+        std::fs::write(&settings, json!({ "cluster": cluster }).to_string()).unwrap();
+        let [http, https, tcp, api] = [(); 4].map(|_| free_port_on(EDGE_IP));
+        let out = run(Command::new(renet_bin())
+            .args(["proxy", "config", "--edge", "--cluster", ETCD_URL])
+            .arg("--settings")
+            .arg(&settings)
+            .arg("--out-dir")
+            .arg(dir.join("traefik"))
+            .arg("--unit-dir")
+            .arg(dir.join("units"))
+            .args(["--public-ipv4", EDGE_IP])
+            .args(["--http-port", &http.to_string()])
+            .args(["--https-port", &https.to_string()])
+            .args(["--preset-ports", "none"])
+            .args(["--dynamic-range", &format!("{tcp}-{tcp}")])
+            .args(["--api-address", &format!("{EDGE_IP}:{api}")]));
+        assert!(
+            out.status.success(),
+            "renet proxy config --edge ({name}): {}",
+            text(&out.stderr)
+        );
+        let config = dir.join("traefik/traefik-edge.yml");
+        let mut cmd = Command::new(traefik_bin());
+        cmd.arg(format!("--configFile={}", config.display()));
+        let mut proc = Proc::spawn(cmd, dir.join("traefik.log"), "an edge Traefik");
+        let api_addr = format!("{EDGE_IP}:{api}");
+        wait_for(
+            &format!("the edge Traefik ({name})"),
+            Duration::from_secs(30),
+            || {
+                proc.assert_alive();
+                http_get(&api_addr, "/ping", None).map(|_| ())
+            },
+        );
+        Edge {
+            proc,
+            config,
+            web: format!("{EDGE_IP}:{http}"),
+        }
+    }
+
+    fn get(&self, host: &str) -> Result<(u16, String), String> {
+        http_get(&self.web, "/", Some(host))
+    }
+}
+
 /// `renet proxy config --edge` with the CA, a client certificate, user `edge` (read-only on
 /// Traefik's keys) and its password writes a `traefik-edge.yml` with which real Traefik reads
 /// etcd over TLS: a router written by hand in the documented schema sends a request through
-/// the edge to the backend it names.
+/// the edge to the backend it names. An edge with a wrong password routes nothing, and the
+/// edge's credentials cannot write a route.
 #[test]
 fn the_edge_reads_etcd_over_tls_with_its_credentials_and_routes_to_the_backend() {
     let _lock = exclusive();
@@ -894,6 +971,8 @@ fn the_edge_reads_etcd_over_tls_with_its_credentials_and_routes_to_the_backend()
     let dir = tmpdir("edge");
     let password_file = dir.path().join("edge-password");
     write_mode(&password_file, &format!("{EDGE_PASSWORD}\n"), 0o640);
+    let wrong_password_file = dir.path().join("wrong-password");
+    write_mode(&wrong_password_file, "not-the-password\n", 0o640);
 
     // The backend: busybox httpd on 127.0.74.4.
     let www = dir.path().join("www");
@@ -912,55 +991,26 @@ fn the_edge_reads_etcd_over_tls_with_its_credentials_and_routes_to_the_backend()
         .arg(&www);
     let mut backend = Proc::spawn(httpd, dir.path().join("httpd.log"), "busybox httpd");
 
-    let settings = dir.path().join("renet.json");
-    let cluster = json!({
-        "ca_file": pki.path("ca.pem"),
-        "cert_file": pki.path("client.pem"),
-        "key_file": pki.path("client-key.pem"),
-        "user": "edge",
-        "password_file": password_file,
-    });
-    std::fs::write(&settings, json!({ "cluster": cluster }).to_string()).unwrap();
-    let (http, https, tcp, api) = (
-        free_port_on(EDGE_IP),
-        free_port_on(EDGE_IP),
-        free_port_on(EDGE_IP),
-        free_port_on(EDGE_IP),
-    );
-    let out = run(Command::new(renet_bin())
-        .args(["proxy", "config", "--edge", "--cluster", ETCD_URL])
-        .arg("--settings")
-        .arg(&settings)
-        .arg("--out-dir")
-        .arg(dir.path().join("traefik"))
-        .arg("--unit-dir")
-        .arg(dir.path().join("units"))
-        .args(["--public-ipv4", EDGE_IP])
-        .args(["--http-port", &http.to_string()])
-        .args(["--https-port", &https.to_string()])
-        .args(["--preset-ports", "none"])
-        .args(["--dynamic-range", &format!("{tcp}-{tcp}")])
-        .args(["--api-address", &format!("{EDGE_IP}:{api}")]));
-    assert!(
-        out.status.success(),
-        "renet proxy config --edge: {}",
-        text(&out.stderr)
-    );
-    let config = dir.path().join("traefik/traefik-edge.yml");
-    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    let cluster = |password_file: &Path| {
+        json!({
+            "ca_file": pki.path("ca.pem"),
+            "cert_file": pki.path("client.pem"),
+            "key_file": pki.path("client-key.pem"),
+            "user": "edge",
+            "password_file": password_file,
+        })
+    };
+    let mut edge = Edge::start(dir.path(), "good", cluster(&password_file));
+    let mode = std::fs::metadata(&edge.config)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(
         mode, 0o600,
         "the file holding the etcd password is root's only"
     );
-
-    let mut cmd = Command::new(traefik_bin());
-    cmd.arg(format!("--configFile={}", config.display()));
-    let mut edge = Proc::spawn(cmd, dir.path().join("traefik.log"), "the edge Traefik");
-    let api_addr = format!("{EDGE_IP}:{api}");
-    wait_for("the edge Traefik", Duration::from_secs(30), || {
-        edge.assert_alive();
-        http_get(&api_addr, "/ping", None).map(|_| ())
-    });
+    let mut bad_edge = Edge::start(dir.path(), "bad", cluster(&wrong_password_file));
 
     // The documented keys of one server serving one host, written by hand (as root).
     let host = "edge-tls.example.test";
@@ -973,22 +1023,55 @@ fn the_edge_reads_etcd_over_tls_with_its_credentials_and_routes_to_the_backend()
     etcd.put(&format!("{r}/entryPoints/0"), "web");
     etcd.put(&format!("{r}/service"), "renet-tls-b");
 
-    let edge_web = format!("{EDGE_IP}:{http}");
     wait_for(
         "the edge to route the host read from etcd over TLS",
         Duration::from_secs(20),
-        || match http_get(&edge_web, "/", Some(host)) {
+        || match edge.get(host) {
             Ok((200, body)) if body.contains("edge-backend-over-tls") => Ok(()),
             Ok((code, body)) => Err(format!(
                 "{code}: {body}\n--- edge log:\n{}",
-                tail(&edge.log_text(), 15)
+                tail(&edge.proc.log_text(), 15)
             )),
             Err(e) => Err(e),
         },
     );
     // Another host is not routed: the edge has exactly what etcd says.
-    let (code, _) = http_get(&edge_web, "/", Some("other.example.test")).unwrap();
+    let (code, _) = edge.get("other.example.test").unwrap();
     assert_eq!(code, 404);
+
+    // The edge with a wrong password: etcd refuses it, Traefik says so and routes nothing.
+    wait_for(
+        "the bad edge to log etcd's refusal",
+        Duration::from_secs(15),
+        || {
+            let log = bad_edge.proc.log_text();
+            if log.contains("authentication failed") {
+                Ok(())
+            } else {
+                Err(tail(&log, 10))
+            }
+        },
+    );
+    let (code, _) = bad_edge.get(host).unwrap();
+    assert_eq!(code, 404, "an edge etcd refused has no route");
+
+    // Whoever holds an edge's configuration can read routes but not write one.
+    let out = etcd.ctl_as(
+        "edge",
+        EDGE_PASSWORD,
+        &["put", &format!("{r}/service"), "attacker"],
+    );
+    assert!(!out.status.success(), "the edge's user wrote a route");
+    assert!(
+        text(&out.stderr).contains("permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        etcd.get(&format!("{r}/service")).as_deref(),
+        Some("renet-tls-b")
+    );
     backend.assert_alive();
-    edge.assert_alive();
+    edge.proc.assert_alive();
+    bad_edge.proc.assert_alive();
 }
