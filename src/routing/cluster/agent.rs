@@ -349,12 +349,13 @@ fn explain(e: &anyhow::Error, config: &Connection, probe_key: &str) -> Option<St
         // certificate: a refused certificate shows up as an alert (BadCertificate,
         // CertificateRequired) or, when the alert is lost, as a closed connection.
         return Some(match &tls.identity {
-            None => "etcd closed the TLS connection: it requires a client certificate \
-                     (--client-cert-auth); set cluster.cert_file and cluster.key_file"
+            None => "etcd closed the TLS connection, most likely because it requires a client \
+                     certificate (--client-cert-auth): set cluster.cert_file and cluster.key_file"
                 .into(),
             Some((cert, _)) => format!(
-                "etcd closed the TLS connection: it does not trust the client certificate \
-                 cluster.cert_file {} (not signed by a CA of its --trusted-ca-file)",
+                "etcd closed the TLS connection, most likely because it does not trust the \
+                 client certificate cluster.cert_file {} (not signed by a CA of its \
+                 --trusted-ca-file)",
                 cert.display()
             ),
         });
@@ -621,5 +622,78 @@ impl Session<'_> {
             }
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::cluster::settings::TlsFiles;
+
+    fn connection(tls: Option<TlsFiles>, user: Option<&str>) -> Connection {
+        Connection {
+            endpoints: vec!["https://127.0.74.1:24071".into()],
+            tls,
+            credentials: user.map(|u| (u.to_string(), "pw".to_string())),
+        }
+    }
+
+    fn why(error: &str, c: &Connection) -> String {
+        explain(&anyhow::anyhow!("{error}"), c, "renet/servers/a").unwrap_or_default()
+    }
+
+    #[test]
+    fn refusals_name_the_setting_to_check() {
+        let files = TlsFiles {
+            ca_file: Some("/etc/rediacc/etcd-ca.pem".into()),
+            identity: Some((
+                "/etc/rediacc/etcd-client.pem".into(),
+                "/etc/rediacc/etcd-client-key.pem".into(),
+            )),
+        };
+        let full = connection(Some(files.clone()), Some("renet"));
+        let w = why(
+            "etcdserver: authentication failed, invalid user ID or password",
+            &full,
+        );
+        assert!(
+            w.contains("user `renet`") && w.contains("cluster.password_file"),
+            "{w}"
+        );
+        let w = why("etcdserver: permission denied", &full);
+        assert!(w.contains("may not read `renet/servers/a`"), "{w}");
+        let w = why("invalid peer certificate: UnknownIssuer", &full);
+        assert!(
+            w.contains("cluster.ca_file /etc/rediacc/etcd-ca.pem"),
+            "{w}"
+        );
+        let w = why("received fatal alert: BadCertificate", &full);
+        assert!(
+            w.contains("cluster.cert_file /etc/rediacc/etcd-client.pem"),
+            "{w}"
+        );
+        let no_identity = connection(
+            Some(TlsFiles {
+                identity: None,
+                ..files
+            }),
+            None,
+        );
+        let w = why(
+            "hyper::Error(Canceled, \"connection closed\")",
+            &no_identity,
+        );
+        assert!(w.contains("requires a client certificate"), "{w}");
+        // https:// without any TLS file: still TLS, with no CA to trust.
+        let w = why(
+            "invalid peer certificate: UnknownIssuer",
+            &connection(None, None),
+        );
+        assert!(w.contains("set cluster.ca_file"), "{w}");
+        // Plain http, or a member that is simply down: etcd's words are enough.
+        let mut plain = connection(None, None);
+        plain.endpoints = vec!["http://127.0.74.1:24071".into()];
+        assert_eq!(why("connection closed", &plain), "");
+        assert_eq!(why("tcp connect error: Connection refused", &full), "");
     }
 }
