@@ -1,15 +1,17 @@
 //! The cluster over an etcd that requires TLS, client certificates and a password, through the
-//! real parts (docs/cluster.md "Running it"): a throwaway CA and certificates made with the
-//! `openssl` CLI, one etcd 3.4 member on https://127.0.74.1:24071 with `--client-cert-auth`
+//! real parts (docs/cluster.md "TLS and etcd users"): a throwaway CA and certificates made with
+//! the `openssl` CLI, one etcd 3.4 member on https://127.0.74.1:24071 with `--client-cert-auth`
 //! and etcd's role-based access (a `renet` user with read/write on `renet/` and `traefik/`, an
-//! `edge` user that may only read `traefik`), the route server and `renet cluster status`
-//! configured by the settings file's `cluster` object, and an edge Traefik written by
-//! `renet proxy config --edge`.
+//! `edge` user that may only read `traefik`), the route server and `renet cluster
+//! status|release` configured by the settings file's `cluster` object, and edge Traefiks
+//! written by `renet proxy config --edge`.
 //!
 //! What an operator or an attacker sees: with the right files the route server claims its
-//! host and the edge routes it; with a wrong CA, no or an untrusted client certificate, a wrong
-//! password or an unknown user nothing is written to etcd and `/health` and `cluster status`
-//! name the problem; a missing or world-readable password file is refused before anything is
+//! host (and keeps its session when its etcd token expires) and the edge routes it; with a
+//! wrong or no CA, no or an untrusted client certificate, a wrong password or an unknown user
+//! nothing is written to etcd and `/health` and `cluster status` name the setting to check; an
+//! edge with a wrong password routes nothing and the edge's user cannot write; a missing or
+//! world-readable password file, or a world-readable client key, is refused before anything is
 //! done.
 //!
 //! Resources: network ID 4352, loopback addresses 127.0.74.0/24 (etcd .1, the edge .2, the
@@ -799,7 +801,17 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
         "the server lost etcd: {}",
         tail(&log, 20)
     );
+
+    // The server stops (its lease is revoked, its serving keys go); the operator releases
+    // the host with the same settings, as user `renet`.
     drop(rs);
+    let out = run(Command::new(renet_bin())
+        .args(["cluster", "release", "--settings"])
+        .arg(&settings)
+        .args(["host", host]));
+    assert!(out.status.success(), "release: {}", text(&out.stderr));
+    assert_eq!(etcd.get(&owner_key), None);
+    assert_eq!(etcd.get(server_key), None, "the stopped server left");
 }
 
 /// The password file missing or readable by every user, or a client key every user may read,
