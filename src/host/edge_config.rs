@@ -369,14 +369,17 @@ pub fn config(args: &crate::host::proxy_config::ConfigArgs) -> Result<Vec<String
 fn access_input(s: &Settings) -> Result<EtcdAccessInput> {
     let c = &s.cluster;
     let password = match &c.password_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("cluster.password_file {}: cannot read", f.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        ),
+        Some(f) => Some(crate::routing::cluster::settings::read_password(
+            "cluster.password_file",
+            f,
+        )?),
         None => None,
     };
+    // Traefik reads the client key; refuse it here, with the setting named, when every user
+    // may read it too (or it is missing), rather than leave the edge failing at start.
+    if let Some(k) = &c.key_file {
+        crate::routing::cluster::settings::read_secret("cluster.key_file", k)?;
+    }
     if c.user.is_some() != c.password_file.is_some() {
         bail!("cluster.user and cluster.password_file go together");
     }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 // The route server tests' helpers that mean the same here: the binary, the checkout, polling,
 // and plain HTTP/TCP clients.
 #[path = "../route_server_support/mod.rs"]
-mod route_server_support;
+pub mod route_server_support;
 pub use route_server_support::{http_get, renet_bin, repo_root, tcp_exchange, wait_for};
 
 pub const IMAGE: &str = "renet-test/busybox:latest";

@@ -190,12 +190,12 @@ impl Daemon {
     pub fn start(sandbox: &Sandbox, n: u32) -> Daemon {
         assert!(
             [
-                2944, 3008, 3072, 3520, 3584, 3648, 3712, 3776, 3840, 3968, 4160, 4224, 4288
+                2944, 3008, 3072, 3520, 3584, 3648, 3712, 3776, 3840, 3968, 4160, 4224, 4288, 4352
             ]
             .contains(&n),
             "route server tests use networks 2944, 3008, 3072 (ops tests: 3520, 3584, 3648; \
              tenant isolation corpus: 3712, 3776, 3840; redeploys: 3968; the traefik bench: \
-             4160, 4224, 4288) only"
+             4160, 4224, 4288; etcd over TLS: 4352) only"
         );
         let mut d = Daemon {
             network_id: n,

@@ -211,7 +211,13 @@ struct Session<'a> {
 }
 
 /// Connects to the first member, from `first` on, that answers; returns it and its index.
-pub(crate) async fn connect(config: &Connection, first: usize) -> Result<(Client, usize)> {
+/// `probe_key` is read to check the member answers: a key below renet's own prefix, the only
+/// place an etcd user limited to `renet/` and `traefik/` may read (docs/cluster.md).
+pub(crate) async fn connect(
+    config: &Connection,
+    probe_key: &str,
+    first: usize,
+) -> Result<(Client, usize)> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
@@ -220,7 +226,12 @@ pub(crate) async fn connect(config: &Connection, first: usize) -> Result<(Client
         // minority partition.
         .with_require_leader(true);
     if let Some((user, password)) = &config.credentials {
-        options = options.with_user(user.clone(), password.clone());
+        // etcd's tokens expire (`--auth-token-ttl`, or a JWT's fixed lifetime) while the
+        // session lives on: the client authenticates again and retries instead of failing the
+        // request, which would end the session and move everything onto a new lease.
+        options = options
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
     }
     if let Some(tls) = &config.tls {
         let mut t = etcd_client::TlsOptions::new();
@@ -232,8 +243,7 @@ pub(crate) async fn connect(config: &Connection, first: usize) -> Result<(Client
         if let Some((cert, key)) = &tls.identity {
             let c = std::fs::read(cert)
                 .with_context(|| format!("cluster.cert_file {}", cert.display()))?;
-            let k = std::fs::read(key)
-                .with_context(|| format!("cluster.key_file {}", key.display()))?;
+            let k = crate::routing::cluster::settings::read_secret("cluster.key_file", key)?;
             t = t.identity(etcd_client::Identity::from_pem(c, k));
         }
         options = options.with_tls(t);
@@ -246,9 +256,12 @@ pub(crate) async fn connect(config: &Connection, first: usize) -> Result<(Client
     let mut errors = Vec::new();
     for i in 0..n {
         let endpoint = &config.endpoints[(first + i) % n];
-        match try_member(endpoint, options.clone()).await {
+        match try_member(endpoint, probe_key, options.clone()).await {
             Ok(client) => return Ok((client, (first + i) % n)),
-            Err(e) => errors.push(format!("{endpoint}: {e:#}")),
+            Err(e) => match explain(&e, config, probe_key) {
+                Some(why) => errors.push(format!("{endpoint}: {why} ({e:#})")),
+                None => errors.push(format!("{endpoint}: {e:#}")),
+            },
         }
     }
     bail!("etcd: no member answered ({})", errors.join("; "))
@@ -256,12 +269,12 @@ pub(crate) async fn connect(config: &Connection, first: usize) -> Result<(Client
 
 /// Connects to one member and checks it answers a linearizable read (it has a leader and a
 /// quorum behind it).
-async fn try_member(endpoint: &str, options: ConnectOptions) -> Result<Client> {
+async fn try_member(endpoint: &str, probe_key: &str, options: ConnectOptions) -> Result<Client> {
     let attempt = async {
         let mut client = Client::connect([endpoint], Some(options)).await?;
         client
             .get(
-                "renet-probe",
+                probe_key,
                 Some(GetOptions::new().with_keys_only().with_limit(1)),
             )
             .await?;
@@ -271,6 +284,83 @@ async fn try_member(endpoint: &str, options: ConnectOptions) -> Result<Client> {
         .await
         .map_err(|_| anyhow::anyhow!("no answer"))?
         .map_err(Into::into)
+}
+
+/// What the operator should check when a member refuses this server: gRPC and TLS errors name
+/// the symptom (`connection closed`, `UnknownIssuer`), not the setting behind it. `None` when
+/// the error says enough by itself (a member that is down, a timeout).
+fn explain(e: &anyhow::Error, config: &Connection, probe_key: &str) -> Option<String> {
+    let text = format!("{e:#} {e:?}");
+    let user = config.credentials.as_ref().map(|(u, _)| u.as_str());
+    if text.contains("authentication failed") {
+        return Some(format!(
+            "etcd refused user `{}` (cluster.user) with the password of cluster.password_file: \
+             the user is unknown or the password is wrong",
+            user.unwrap_or("")
+        ));
+    }
+    if text.contains("permission denied") {
+        return Some(match user {
+            Some(u) => format!(
+                "user `{u}` may not read `{probe_key}`: give its role readwrite on renet's \
+                 prefix and Traefik's root key (docs/cluster.md)"
+            ),
+            None => "etcd requires a user: set cluster.user and cluster.password_file".into(),
+        });
+    }
+    if text.contains("user name is empty") || text.contains("user name not found") {
+        return Some(
+            "etcd has access control enabled: set cluster.user and cluster.password_file".into(),
+        );
+    }
+    // An https:// endpoint without any TLS file still speaks TLS (with no CA to trust).
+    let no_files = crate::routing::cluster::settings::TlsFiles {
+        ca_file: None,
+        identity: None,
+    };
+    let tls = match config.tls.as_ref() {
+        Some(t) => t,
+        None if config.endpoints.iter().any(|e| e.starts_with("https://")) => &no_files,
+        None => return None,
+    };
+    if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+        return Some(match &tls.ca_file {
+            Some(ca) => format!(
+                "etcd's certificate is not signed by the CA in cluster.ca_file {} (or does not \
+                 name the endpoint's address)",
+                ca.display()
+            ),
+            None => "etcd's certificate cannot be verified: set cluster.ca_file to the CA that \
+                     signed it (renet does not use the system's CA bundle)"
+                .into(),
+        });
+    }
+    let refused = [
+        "received fatal alert",
+        "connection closed",
+        "broken pipe",
+        "Canceled",
+        "connection reset",
+    ]
+    .iter()
+    .any(|s| text.contains(s));
+    if refused {
+        // With TLS 1.3 the client finishes its handshake before the server looks at the client
+        // certificate: a refused certificate shows up as an alert (BadCertificate,
+        // CertificateRequired) or, when the alert is lost, as a closed connection.
+        return Some(match &tls.identity {
+            None => "etcd closed the TLS connection, most likely because it requires a client \
+                     certificate (--client-cert-auth): set cluster.cert_file and cluster.key_file"
+                .into(),
+            Some((cert, _)) => format!(
+                "etcd closed the TLS connection, most likely because it does not trust the \
+                 client certificate cluster.cert_file {} (not signed by a CA of its \
+                 --trusted-ca-file)",
+                cert.display()
+            ),
+        });
+    }
+    None
 }
 
 impl Session<'_> {
@@ -296,7 +386,8 @@ impl Session<'_> {
 
     async fn run(&mut self, wanted: &mut watch::Receiver<Wanted>) -> Result<()> {
         let ttl = self.config.lease_ttl;
-        let (mut client, member) = connect(&self.config.connection, *self.member).await?;
+        let probe = self.schema.server(&self.config.name);
+        let (mut client, member) = connect(&self.config.connection, &probe, *self.member).await?;
         *self.member = member;
         self.client = Some(client.clone());
         let lease = client
@@ -531,5 +622,78 @@ impl Session<'_> {
             }
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::cluster::settings::TlsFiles;
+
+    fn connection(tls: Option<TlsFiles>, user: Option<&str>) -> Connection {
+        Connection {
+            endpoints: vec!["https://127.0.74.1:24071".into()],
+            tls,
+            credentials: user.map(|u| (u.to_string(), "pw".to_string())),
+        }
+    }
+
+    fn why(error: &str, c: &Connection) -> String {
+        explain(&anyhow::anyhow!("{error}"), c, "renet/servers/a").unwrap_or_default()
+    }
+
+    #[test]
+    fn refusals_name_the_setting_to_check() {
+        let files = TlsFiles {
+            ca_file: Some("/etc/rediacc/etcd-ca.pem".into()),
+            identity: Some((
+                "/etc/rediacc/etcd-client.pem".into(),
+                "/etc/rediacc/etcd-client-key.pem".into(),
+            )),
+        };
+        let full = connection(Some(files.clone()), Some("renet"));
+        let w = why(
+            "etcdserver: authentication failed, invalid user ID or password",
+            &full,
+        );
+        assert!(
+            w.contains("user `renet`") && w.contains("cluster.password_file"),
+            "{w}"
+        );
+        let w = why("etcdserver: permission denied", &full);
+        assert!(w.contains("may not read `renet/servers/a`"), "{w}");
+        let w = why("invalid peer certificate: UnknownIssuer", &full);
+        assert!(
+            w.contains("cluster.ca_file /etc/rediacc/etcd-ca.pem"),
+            "{w}"
+        );
+        let w = why("received fatal alert: BadCertificate", &full);
+        assert!(
+            w.contains("cluster.cert_file /etc/rediacc/etcd-client.pem"),
+            "{w}"
+        );
+        let no_identity = connection(
+            Some(TlsFiles {
+                identity: None,
+                ..files
+            }),
+            None,
+        );
+        let w = why(
+            "hyper::Error(Canceled, \"connection closed\")",
+            &no_identity,
+        );
+        assert!(w.contains("requires a client certificate"), "{w}");
+        // https:// without any TLS file: still TLS, with no CA to trust.
+        let w = why(
+            "invalid peer certificate: UnknownIssuer",
+            &connection(None, None),
+        );
+        assert!(w.contains("set cluster.ca_file"), "{w}");
+        // Plain http, or a member that is simply down: etcd's words are enough.
+        let mut plain = connection(None, None);
+        plain.endpoints = vec!["http://127.0.74.1:24071".into()];
+        assert_eq!(why("connection closed", &plain), "");
+        assert_eq!(why("tcp connect error: Connection refused", &full), "");
     }
 }

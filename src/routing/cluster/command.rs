@@ -76,7 +76,7 @@ pub fn run(cmd: ClusterCommand) -> Result<u8> {
 }
 
 async fn read_view(connection: &Connection, schema: &Schema) -> Result<ClusterView> {
-    let (mut client, _) = super::agent::connect(connection, 0).await?;
+    let (mut client, _) = super::agent::connect(connection, &schema.own_prefix(), 0).await?;
     let listing = client
         .get(schema.own_prefix(), Some(GetOptions::new().with_prefix()))
         .await
@@ -225,8 +225,8 @@ async fn status(place: EtcdPlace, as_json: bool) -> Result<u8> {
 async fn release(place: EtcdPlace, kind: &str, what: &str) -> Result<u8> {
     let (connection, schema) = place.resolve()?;
     let r = Resource::parse(kind, what).map_err(|e| anyhow::anyhow!("{kind} {what}: {e}"))?;
-    let (mut client, _) = super::agent::connect(&connection, 0).await?;
     let key = schema.owner(&r);
+    let (mut client, _) = super::agent::connect(&connection, &key, 0).await?;
     let done = client
         .txn(
             Txn::new()

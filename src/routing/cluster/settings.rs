@@ -99,6 +99,36 @@ pub struct TlsFiles {
     pub identity: Option<(PathBuf, PathBuf)>,
 }
 
+/// Reads a secret (the etcd password, the client key), refusing a file every local user may
+/// read: whoever can read it can act as this server in the cluster (claim any host for any
+/// network). The route server reads it through its group (`docker`), so 0640 or 0600 is
+/// right (docs/cluster.md "Running it").
+pub fn read_secret(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("{what} {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        bail!(
+            "{what} {}: readable by every user (mode {:04o}); it holds a secret of the etcd \
+             cluster: chmod o-rwx {} (0640 with the group the route server runs as, or 0600)",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// The etcd password from `path` ([`read_secret`]), without its trailing newline.
+pub fn read_password(what: &str, path: &std::path::Path) -> Result<String> {
+    let bytes = read_secret(what, path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
 /// `[scheme://]host:port` → (scheme, `host:port`).
 pub fn parse_endpoint(e: &str) -> Result<(&'static str, String)> {
     let (scheme, rest) = if let Some(r) = e.strip_prefix("http://") {
@@ -273,7 +303,12 @@ impl ClusterSettings {
             return Ok(None);
         }
         let identity = match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (Some(c), Some(k)) => {
+                // Checked now, so a key every user may read stops a command before it starts
+                // (the agent reads it again at each connection: it may be replaced).
+                read_secret("cluster.key_file", k)?;
+                Some((c.clone(), k.clone()))
+            }
             (None, None) => None,
             _ => bail!("cluster.cert_file and cluster.key_file go together"),
         };
@@ -282,11 +317,7 @@ impl ClusterSettings {
             identity,
         });
         let credentials = match (&self.user, &self.password_file) {
-            (Some(u), Some(f)) => {
-                let p = std::fs::read_to_string(f)
-                    .with_context(|| format!("cluster.password_file {}", f.display()))?;
-                Some((u.clone(), p.trim_end_matches(['\n', '\r']).to_string()))
-            }
+            (Some(u), Some(f)) => Some((u.clone(), read_password("cluster.password_file", f)?)),
             (None, None) => None,
             _ => bail!("cluster.user and cluster.password_file go together"),
         };
@@ -318,6 +349,34 @@ mod tests {
             let e = parse_endpoints(&[bad.into()]).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn secrets_every_user_may_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("etcd-password");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            read_password("cluster.password_file", &f).unwrap(),
+            "s3cret"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_password("cluster.password_file", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster.password_file") && e.contains("mode 0644"),
+            "{e}"
+        );
+        assert!(e.contains(&f.display().to_string()), "{e}");
+        let missing = dir.path().join("none");
+        let e = format!(
+            "{:#}",
+            read_secret("cluster.key_file", &missing).unwrap_err()
+        );
+        assert!(e.contains("cluster.key_file") && e.contains("none"), "{e}");
     }
 
     #[test]
