@@ -2,7 +2,8 @@
 //! own loopback ports): two servers' agents racing for one host at the same instant never both
 //! win, the loser sees the winner, the winner's edge keys exist and the loser's do not; a
 //! stopped agent's keys leave with its lease; a repository's own host moves to its new server
-//! only after the old one lets go.
+//! only after the old one lets go; a server's edge rule lists exactly the hosts whose
+//! `serving` key names it, after every change.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -71,6 +72,64 @@ impl Etcd {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Every key and value under `prefix`.
+    fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let out = self
+            .etcdctl(&["get", "--prefix", prefix])
+            .unwrap_or_default();
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect()
+    }
+
+    /// The hosts of server `server`'s edge routers, HTTP and TCP (empty: no router).
+    fn rule_hosts(&self, server: &str) -> (Vec<String>, Vec<String>) {
+        let hosts = |key: &str, matcher: &str| -> Vec<String> {
+            self.get(key)
+                .map(|rule| {
+                    rule.split(" || ")
+                        .map(|alt| {
+                            alt.strip_prefix(&format!("{matcher}(`"))
+                                .and_then(|a| a.strip_suffix("`)"))
+                                .unwrap_or_else(|| panic!("{key}: unexpected rule {rule}"))
+                                .to_string()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        (
+            hosts(
+                &format!("traefik/http/routers/renet-srv-{server}/rule"),
+                "Host",
+            ),
+            hosts(
+                &format!("traefik/tcp/routers/renet-srv-{server}/rule"),
+                "HostSNI",
+            ),
+        )
+    }
+
+    /// The schema's promise (docs/cluster.md): a host is in server S's edge rules exactly when
+    /// `renet/serving/host/<host>` names S, and the rules list their hosts sorted.
+    fn assert_rules_match_serving(&self, servers: &[&str]) {
+        for s in servers {
+            let mut expected: Vec<String> = self
+                .get_prefix("renet/serving/host/")
+                .into_iter()
+                .filter(|(_, v)| v.contains(&format!(r#""server":"{s}""#)))
+                .map(|(k, _)| k.trim_start_matches("renet/serving/host/").to_string())
+                .collect();
+            expected.sort();
+            let (http, tcp) = self.rule_hosts(s);
+            assert_eq!(http, expected, "server {s}'s HTTP edge rule");
+            assert_eq!(tcp, expected, "server {s}'s TCP edge rule");
+        }
     }
 
     fn get(&self, key: &str) -> Option<String> {
@@ -162,13 +221,24 @@ async fn two_servers_racing_for_a_host_never_both_win() {
             owner, expected_owner,
             "round {round}: owner key and serving key disagree"
         );
-        // The edge has exactly the winner's router.
-        let service = etcd
-            .get(&format!(
-                "traefik/http/routers/renet-host-race{round}.example.com/service"
+        // The edge routes the host to the winner only.
+        let loser = if winner == "a" { "b" } else { "a" };
+        let name = format!("race{round}.example.com");
+        assert_eq!(etcd.rule_hosts(&winner), (vec![name.clone()], vec![name]));
+        assert_eq!(etcd.rule_hosts(loser), (vec![], vec![]));
+        assert_eq!(
+            etcd.get(&format!("traefik/http/routers/renet-srv-{winner}/service"))
+                .unwrap(),
+            format!("renet-{winner}")
+        );
+        assert_eq!(
+            etcd.get(&format!(
+                "traefik/tcp/routers/renet-srv-{winner}/tls/passthrough"
             ))
-            .unwrap();
-        assert_eq!(service, format!("renet-{winner}"));
+            .as_deref(),
+            Some("true")
+        );
+        etcd.assert_rules_match_serving(&["a", "b"]);
         *winners.entry(winner).or_insert(0) += 1;
         // Give it up so the next round starts clean for both.
         want(&a, &[]);
@@ -220,19 +290,27 @@ async fn a_moving_repository_keeps_its_host_and_a_stopped_server_leaves_the_edge
         "a's record left with its lease"
     );
     assert_eq!(
-        etcd.get("traefik/http/routers/renet-host-moving.example.com/service")
+        etcd.get("traefik/http/routers/renet-srv-b/service")
             .unwrap(),
         "renet-b"
     );
+    assert_eq!(
+        etcd.rule_hosts("b").0,
+        vec!["moving.example.com".to_string()]
+    );
+    etcd.assert_rules_match_serving(&["a", "b", "c"]);
 
     // The repository goes down on b too: the edge router goes, and c still cannot take the
     // host (the owner key has no lease and stays until an operator releases it).
     want(&b, &[]);
     until(&b, "b released", |v| !v.serving.contains_key(&host)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        etcd.get("traefik/http/routers/renet-host-moving.example.com/service"),
-        None
+    assert_eq!(etcd.get("traefik/http/routers/renet-srv-b/rule"), None);
+    assert_eq!(etcd.get("traefik/tcp/routers/renet-srv-b/rule"), None);
+    assert!(
+        etcd.get_prefix("traefik/http/routers/").is_empty(),
+        "no router left: {:?}",
+        etcd.get_prefix("traefik/")
     );
     assert_eq!(etcd.get("renet/serving/host/moving.example.com"), None);
     assert_eq!(
@@ -283,4 +361,82 @@ async fn a_restarted_server_keeps_what_it_served() {
         renet::routing::cluster::view::Verdict::Serve
     );
     a.shutdown().await;
+}
+
+/// One server's hosts share its two edge routers: every claim and release rewrites the rules in
+/// the same transaction as the `serving` key, so after each step the rules list exactly the
+/// hosts served, sorted; the last release removes the routers; two servers' rules never share
+/// a host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_edge_rule_follows_its_serving_keys() {
+    let etcd = Etcd::start(23983);
+    let host = |n: &str| Resource::Host(format!("{n}.example.com"));
+    let a = Agent::start(config(&etcd, "a", "198.18.72.11"), None);
+    let b = Agent::start(config(&etcd, "b", "198.18.72.12"), None);
+    want(
+        &a,
+        &[
+            (host("zeta"), 2944),
+            (host("alpha"), 2944),
+            (host("mid"), 3008),
+            (Resource::Tcp(5432), 2944),
+        ],
+    );
+    want(&b, &[(host("beta"), 3072)]);
+    until(&a, "a serves its three hosts", |v| {
+        ["zeta", "alpha", "mid"]
+            .iter()
+            .all(|h| serving_server(v, &host(h)).as_deref() == Some("a"))
+    })
+    .await;
+    until(&b, "b serves beta", |v| {
+        serving_server(v, &host("beta")).as_deref() == Some("b")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let abc =
+        |l: &[&str]| -> Vec<String> { l.iter().map(|h| format!("{h}.example.com")).collect() };
+    assert_eq!(etcd.rule_hosts("a").0, abc(&["alpha", "mid", "zeta"]));
+    assert_eq!(etcd.rule_hosts("b").0, abc(&["beta"]));
+    etcd.assert_rules_match_serving(&["a", "b"]);
+    // The port keeps a router of its own.
+    assert_eq!(
+        etcd.get("traefik/tcp/routers/renet-tcp-5432/service")
+            .as_deref(),
+        Some("renet-a-tcp-5432")
+    );
+
+    // One host goes: the rule loses it in the same step.
+    want(
+        &a,
+        &[
+            (host("zeta"), 2944),
+            (host("alpha"), 2944),
+            (Resource::Tcp(5432), 2944),
+        ],
+    );
+    until(&a, "a released mid", |v| {
+        !v.serving.contains_key(&host("mid"))
+    })
+    .await;
+    assert_eq!(etcd.rule_hosts("a").0, abc(&["alpha", "zeta"]));
+    etcd.assert_rules_match_serving(&["a", "b"]);
+
+    // Everything goes: no router is left, not an empty rule.
+    want(&a, &[]);
+    until(&a, "a released all", |v| v.served_here().next().is_none()).await;
+    assert_eq!(etcd.get("traefik/http/routers/renet-srv-a/rule"), None);
+    assert_eq!(etcd.get("traefik/tcp/routers/renet-srv-a/rule"), None);
+    assert_eq!(etcd.get("traefik/tcp/routers/renet-tcp-5432/service"), None);
+    etcd.assert_rules_match_serving(&["a", "b"]);
+
+    // A stopped server's rules leave with its lease.
+    b.shutdown().await;
+    assert_eq!(etcd.get("traefik/http/routers/renet-srv-b/rule"), None);
+    a.shutdown().await;
+    assert!(
+        etcd.get_prefix("traefik/").is_empty(),
+        "{:?}",
+        etcd.get_prefix("traefik/")
+    );
 }
