@@ -19,17 +19,17 @@ use renet::routing::cluster::view::ClusterView;
 struct Etcd {
     child: Child,
     endpoint: String,
-    _dir: tempfile::TempDir,
+    client_port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Etcd {
-    fn start(client_port: u16) -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
+    fn spawn(dir: &std::path::Path, client_port: u16) -> Child {
         let client = format!("http://127.0.73.1:{client_port}");
         let peer = format!("http://127.0.73.1:{}", client_port + 1);
-        let child = Command::new("etcd")
+        Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .args([
                 "--listen-client-urls",
                 &client,
@@ -46,20 +46,83 @@ impl Etcd {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("etcd (Debian etcd-server, installed by scripts/test-env.sh)");
+            .expect("etcd (Debian etcd-server, installed by scripts/test-env.sh)")
+    }
+
+    fn start(client_port: u16) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Etcd::spawn(dir.path(), client_port);
         let etcd = Etcd {
             child,
-            endpoint: client,
-            _dir: dir,
+            endpoint: format!("http://127.0.73.1:{client_port}"),
+            client_port,
+            dir,
         };
+        etcd.wait_healthy();
+        etcd
+    }
+
+    fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if etcd.etcdctl(&["endpoint", "health"]).is_some() {
-                return etcd;
+            if self.etcdctl(&["endpoint", "health"]).is_some() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("etcd on {} did not become healthy", etcd.endpoint);
+        panic!("etcd on {} did not become healthy", self.endpoint);
+    }
+
+    /// SIGKILL and start again on the same data: connections drop, leases survive (etcd
+    /// gives them their full TTL again when it comes back).
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Etcd::spawn(self.dir.path(), self.client_port);
+        self.wait_healthy();
+    }
+
+    /// `etcdctl get -w json` of `key` (at revision `rev` when given).
+    fn get_json(&self, key: &str, prefix: bool, rev: Option<i64>) -> serde_json::Value {
+        let mut args = vec!["get", "-w", "json", key];
+        if prefix {
+            args.push("--prefix");
+        }
+        let rev = rev.map(|r| format!("--rev={r}"));
+        if let Some(r) = &rev {
+            args.push(r);
+        }
+        serde_json::from_str(&self.etcdctl(&args).expect("etcdctl get")).unwrap()
+    }
+
+    /// Keys and values under `prefix` at revision `rev` (etcd keeps every revision: nothing
+    /// compacts in these tests).
+    fn get_prefix_at(&self, prefix: &str, rev: i64) -> Vec<(String, String)> {
+        let decode = |v: &serde_json::Value| {
+            let bytes = base64_decode(v.as_str().unwrap_or(""));
+            String::from_utf8(bytes).unwrap()
+        };
+        self.get_json(prefix, true, Some(rev))["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (decode(&kv["key"]), decode(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn revision(&self) -> i64 {
+        self.get_json("renet-none", false, None)["header"]["revision"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// The lease a key is attached to (0: none or no key).
+    fn lease_of(&self, key: &str) -> i64 {
+        self.get_json(key, false, None)["kvs"][0]["lease"]
+            .as_i64()
+            .unwrap_or(0)
     }
 
     fn etcdctl(&self, args: &[&str]) -> Option<String> {
@@ -137,6 +200,31 @@ impl Etcd {
         let v = out.trim_end_matches('\n').to_string();
         (!v.is_empty()).then_some(v)
     }
+}
+
+/// Standard base64 (etcdctl's JSON output), without a crate for six lines.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            other => panic!("not base64: {other}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | (value(c) << (18 - 6 * i)));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
 }
 
 impl Drop for Etcd {
@@ -439,4 +527,105 @@ async fn a_servers_edge_rule_follows_its_serving_keys() {
         "{:?}",
         etcd.get_prefix("traefik/")
     );
+}
+
+/// The promise at every etcd revision, not only at the end: replays the history and checks at
+/// each revision that server `server`'s HTTP and TCP rules list exactly the hosts whose
+/// `serving` key names it.
+fn assert_rules_matched_serving_at_every_revision(etcd: &Etcd, server: &str, from: i64) {
+    let to = etcd.revision();
+    for rev in from..=to {
+        let mut expected: Vec<String> = etcd
+            .get_prefix_at("renet/serving/host/", rev)
+            .into_iter()
+            .filter(|(_, v)| v.contains(&format!(r#""server":"{server}""#)))
+            .map(|(k, _)| k.trim_start_matches("renet/serving/host/").to_string())
+            .collect();
+        expected.sort();
+        for (proto, matcher) in [("http", "Host"), ("tcp", "HostSNI")] {
+            let key = format!("traefik/{proto}/routers/renet-srv-{server}/rule");
+            let rule = etcd
+                .get_prefix_at(&key, rev)
+                .into_iter()
+                .next()
+                .map(|kv| kv.1);
+            let listed: Vec<String> = rule
+                .iter()
+                .flat_map(|r| r.split(" || "))
+                .map(|alt| {
+                    alt.strip_prefix(&format!("{matcher}(`"))
+                        .and_then(|a| a.strip_suffix("`)"))
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(listed, expected, "revision {rev}: {key}");
+        }
+    }
+}
+
+/// etcd restarts under a server: its session ends while its lease lives on, so it takes a new
+/// lease and moves its `serving` keys onto it one transaction at a time. Meanwhile its rules
+/// stay under the old lease (which ends first) and list every host; once all are moved they go
+/// under the new lease. At no revision does a rule list a host whose `serving` key is gone, or
+/// miss one that names the server; after the old lease ends, everything is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnected_server_moves_its_rules_with_its_hosts() {
+    let mut etcd = Etcd::start(23987);
+    let hosts: Vec<Resource> = ["one", "two", "three"]
+        .iter()
+        .map(|h| Resource::Host(format!("{h}.example.com")))
+        .collect();
+    let mut cfg = config(&etcd, "a", "198.18.72.11");
+    cfg.lease_ttl = Duration::from_secs(4);
+    let a = Agent::start(cfg, None);
+    want(
+        &a,
+        &hosts.iter().map(|h| (h.clone(), 2944)).collect::<Vec<_>>(),
+    );
+    let first = until(&a, "a serves its hosts", |v| {
+        hosts
+            .iter()
+            .all(|h| serving_server(v, h).as_deref() == Some("a"))
+    })
+    .await;
+    let old_lease = first.lease;
+    let from = etcd.revision();
+    assert_eq!(
+        etcd.lease_of("traefik/tcp/routers/renet-srv-a/rule"),
+        old_lease
+    );
+
+    etcd.restart();
+    let moved = until(&a, "a moved its hosts onto a new lease", |v| {
+        v.connected
+            && v.lease != old_lease
+            && hosts
+                .iter()
+                .all(|h| v.serving.get(h).is_some_and(|e| e.lease == v.lease))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        etcd.lease_of("traefik/tcp/routers/renet-srv-a/rule"),
+        moved.lease,
+        "the rules follow the hosts onto the new lease"
+    );
+    // The old lease ends (its TTL, given again by the restart): nothing of a's goes with it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        etcd.rule_hosts("a").1,
+        vec!["one.example.com", "three.example.com", "two.example.com"]
+    );
+    etcd.assert_rules_match_serving(&["a"]);
+    assert_rules_matched_serving_at_every_revision(&etcd, "a", from);
+    // The hosts were moved, not lost and claimed again: served at every revision.
+    for rev in from..=etcd.revision() {
+        assert_eq!(
+            etcd.get_prefix_at("renet/serving/host/", rev).len(),
+            3,
+            "revision {rev}"
+        );
+    }
+    a.shutdown().await;
 }

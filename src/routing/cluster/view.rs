@@ -265,4 +265,25 @@ mod tests {
         v.apply(&schema, "renet/servers/b", Some((b"[]", 1)));
         assert!(v.owners.is_empty() && v.serving.is_empty() && v.servers.is_empty());
     }
+
+    /// A host that cannot stand in a server's shared edge rule, or does not fit it, waits with
+    /// the reason (`/health` `cluster.pending`) and is never served.
+    #[test]
+    fn a_host_the_edge_rule_cannot_take_waits_with_the_reason() {
+        let (_, mut v) = view();
+        let hostile = Resource::Host("a`) || Host(`victim.example.com".into());
+        assert!(matches!(
+            v.verdict(&hostile, 4032),
+            Verdict::Pending(m) if m.contains("cannot be put in this server's edge rule")
+        ));
+        let big = Resource::Host("late.example.com".into());
+        v.unroutable.insert(
+            big.clone(),
+            "late.example.com is not claimed: above the limit".into(),
+        );
+        assert_eq!(
+            v.verdict(&big, 4032),
+            Verdict::Pending("late.example.com is not claimed: above the limit".into())
+        );
+    }
 }
