@@ -20,6 +20,9 @@
 //! Cleanup: everything is undone on drop, also after a panic; [`Cluster::start`] first removes
 //! whatever a killed earlier run left (its namespaces' processes, links, mounts). Runs are
 //! serialized by a lock file.
+//!
+//! `RENET_CLUSTER_NET=<n>` moves all of it to 198.18.<n>.0/24, namespaces `renet-c<n>-*`, links
+//! and folders `rc<n>-*` and its own lock file ([`net`]): a bench can run beside the tests.
 
 #![allow(dead_code)]
 
