@@ -106,24 +106,19 @@ fn the_edge_routes_the_documented_etcd_keys_to_the_servers_they_name() {
         assert!(answer.starts_with("HTTP/1.1 200"), "tcp-{port}: {answer}");
     }
     let (http, tcp) = c.edge.routers().unwrap();
-    assert_eq!(
-        http,
-        ["renet-host-one.example.test", "renet-host-two.example.test"]
-    );
+    assert_eq!(http, ["renet-srv-a", "renet-srv-b"]);
     assert_eq!(
         tcp,
         [
-            "renet-host-one.example.test",
-            "renet-host-two.example.test",
+            "renet-srv-a",
+            "renet-srv-b",
             "renet-tcp-5432",
             "renet-tcp-6379"
         ]
     );
-    // A host whose keys go is gone from the edge; the other stays.
-    c.etcd
-        .del_prefix("traefik/http/routers/renet-host-one.example.test/");
-    c.etcd
-        .del_prefix("traefik/tcp/routers/renet-host-one.example.test/");
+    // A server whose routers go is gone from the edge; the other stays.
+    c.etcd.del_prefix("traefik/http/routers/renet-srv-a/");
+    c.etcd.del_prefix("traefik/tcp/routers/renet-srv-a/");
     // The two prefixes go in two etcd revisions: the edge may apply the HTTP router's removal
     // before the TCP (SNI) router's, so both are awaited together.
     wait_for(
@@ -597,6 +592,22 @@ fn one_etcd_member_down_changes_nothing() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Server a's two hosts are two alternatives of its routers; SNI passthrough reaches both.
+    assert_eq!(
+        c.etcd
+            .get("traefik/tcp/routers/renet-srv-a/rule")
+            .as_deref(),
+        Some("HostSNI(`f1.example.test`) || HostSNI(`f3.example.test`)")
+    );
+    for s in [&one, &three] {
+        wait_marker(
+            &format!("{} over HTTPS", s.host),
+            Duration::from_secs(10),
+            || c.edge.https(&s.host),
+            &s.marker,
+        );
+    }
+    assert_edge_rules_match_serving(&c.etcd, &["a", "b"]);
     // The member comes back: still nothing changes.
     c.etcd.start_member(0);
     c.etcd.wait_healthy(Duration::from_secs(30));

@@ -20,6 +20,9 @@
 //! Cleanup: everything is undone on drop, also after a panic; [`Cluster::start`] first removes
 //! whatever a killed earlier run left (its namespaces' processes, links, mounts). Runs are
 //! serialized by a lock file.
+//!
+//! `RENET_CLUSTER_NET=<n>` moves all of it to 198.18.<n>.0/24, namespaces `renet-c<n>-*`, links
+//! and folders `rc<n>-*` and its own lock file ([`net`]): a bench can run beside the tests.
 
 #![allow(dead_code)]
 
@@ -35,13 +38,61 @@ pub mod route_server_support;
 pub use route_server_support::{http_get, renet_bin, repo_root, tcp_exchange, wait_for};
 
 pub const IMAGE: &str = "renet-test/busybox:latest";
-pub const LOCK_FILE: &str = "/tmp/renet-cluster-tests.lock";
-/// Every namespace and link of these tests starts with this.
-pub const PREFIX: &str = "renet-ct-";
-pub const BRIDGE: &str = "renet-ct-br";
-pub const BRIDGE_IP: &str = "198.18.72.1";
-pub const EDGE_IP: &str = "198.18.72.2";
-pub const ETCD_IP: &str = "198.18.72.3";
+
+/// The third octet of the test network, 198.18.<net>.0/24: 72 unless `RENET_CLUSTER_NET` says
+/// otherwise. Names, links, the lock file and temporary folders follow it, so a bench run on
+/// another network (`RENET_CLUSTER_NET=76 cargo bench --bench cluster_edge`) neither meets nor
+/// cleans up a test run on the default one.
+pub fn net() -> u8 {
+    match std::env::var("RENET_CLUSTER_NET") {
+        Ok(v) => {
+            let n: u8 = v
+                .parse()
+                .unwrap_or_else(|_| panic!("RENET_CLUSTER_NET={v}: a number 0-255"));
+            n
+        }
+        Err(_) => 72,
+    }
+}
+
+/// `default` on the default network, `default` with the network number otherwise.
+fn per_net(default: &str, other: &str) -> String {
+    match net() {
+        72 => default.to_string(),
+        n => format!("{other}{n}-"),
+    }
+}
+
+pub fn lock_file() -> String {
+    match net() {
+        72 => "/tmp/renet-cluster-tests.lock".to_string(),
+        n => format!("/tmp/renet-cluster-tests-{n}.lock"),
+    }
+}
+/// Every namespace of these tests starts with this (`renet-ct-` on the default network).
+pub fn prefix() -> String {
+    per_net("renet-ct-", "renet-c")
+}
+/// Every veth link and temporary folder of these tests starts with this (`rct-`).
+fn link_prefix() -> String {
+    per_net("rct-", "rc")
+}
+pub fn bridge() -> String {
+    format!("{}br", prefix())
+}
+/// Address `host` of the test network.
+pub fn net_ip(host: u8) -> String {
+    format!("198.18.{}.{host}", net())
+}
+pub fn bridge_ip() -> String {
+    net_ip(1)
+}
+pub fn edge_ip() -> String {
+    net_ip(2)
+}
+pub fn etcd_ip() -> String {
+    net_ip(3)
+}
 /// Network IDs of these tests only (other suites use other blocks).
 pub const NET_A: u32 = 4032;
 pub const NET_B: u32 = 4096;
@@ -56,8 +107,6 @@ pub const TRAEFIK_API: &str = "127.0.0.1:8080";
 pub const ROUTE_SERVER: &str = "127.0.0.1:7111";
 /// The lease TTL of the route servers.
 pub const LEASE_TTL_SECONDS: u64 = 3;
-/// Temporary folders of these tests (found again by the leftover cleanup).
-const TMP_PREFIX: &str = "rct-";
 
 /// Serializes the cluster tests across threads and processes (they share names and ports).
 pub fn exclusive() -> std::fs::File {
@@ -65,7 +114,7 @@ pub fn exclusive() -> std::fs::File {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(LOCK_FILE)
+        .open(lock_file())
         .expect("open the cluster test lock file");
     f.lock().expect("lock the cluster test lock file");
     f
@@ -104,7 +153,7 @@ fn ip_ok(args: &[&str]) {
 fn tmpdir(what: &str) -> tempfile::TempDir {
     // Short paths: unix socket paths below a daemon's exec-root are limited to 108 bytes.
     tempfile::Builder::new()
-        .prefix(&format!("{TMP_PREFIX}{what}-"))
+        .prefix(&format!("{}{what}-", link_prefix()))
         .tempdir_in("/tmp")
         .unwrap()
 }
@@ -126,25 +175,25 @@ pub fn remove_leftovers() {
     let list = ip(&["netns", "list"]);
     for line in String::from_utf8_lossy(&list.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        if name.starts_with(PREFIX) {
+        if name.starts_with(&prefix()) {
             kill_namespace(name);
         }
     }
-    let _ = ip(&["link", "del", BRIDGE]);
+    let _ = ip(&["link", "del", &bridge()]);
     let links = ip(&["-o", "link", "show"]);
     for line in String::from_utf8_lossy(&links.stdout).lines() {
         if let Some(name) = line.split(": ").nth(1) {
             let name = name.split('@').next().unwrap_or(name);
-            if name.starts_with("rct-") {
+            if name.starts_with(&link_prefix()) {
                 let _ = ip(&["link", "del", name]);
             }
         }
     }
-    unmount_below("/tmp/rct-");
+    unmount_below(&format!("/tmp/{}", link_prefix()));
     // Their folders (only ours: the lock is held, so no other run of these tests is live).
     if let Ok(entries) = std::fs::read_dir("/tmp") {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            if e.file_name().to_string_lossy().starts_with(&link_prefix()) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -199,9 +248,9 @@ pub struct Netns {
 impl Netns {
     /// `renet-ct-<short>` at `address`/24 on the bridge, with loopback up.
     pub fn create(short: &str, address: &str) -> Netns {
-        let name = format!("{PREFIX}{short}");
-        let host_if = format!("rct-{short}");
-        let peer_if = format!("rct-{short}-n");
+        let name = format!("{}{short}", prefix());
+        let host_if = format!("{}{short}", link_prefix());
+        let peer_if = format!("{host_if}-n");
         assert!(peer_if.len() <= 15, "interface name {peer_if} is too long");
         kill_namespace(&name);
         let _ = ip(&["link", "del", &host_if]);
@@ -209,7 +258,7 @@ impl Netns {
         ip_ok(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
         ]);
-        ip_ok(&["link", "set", &host_if, "master", BRIDGE]);
+        ip_ok(&["link", "set", &host_if, "master", &bridge()]);
         ip_ok(&["link", "set", &host_if, "up"]);
         ip_ok(&["link", "set", &peer_if, "netns", &name]);
         ip_ok(&["-n", &name, "link", "set", "lo", "up"]);
@@ -292,17 +341,18 @@ pub struct Bridge;
 
 impl Bridge {
     pub fn create() -> Bridge {
-        let _ = ip(&["link", "del", BRIDGE]);
-        ip_ok(&["link", "add", BRIDGE, "type", "bridge"]);
-        ip_ok(&["addr", "add", &format!("{BRIDGE_IP}/24"), "dev", BRIDGE]);
-        ip_ok(&["link", "set", BRIDGE, "up"]);
+        let br = bridge();
+        let _ = ip(&["link", "del", &br]);
+        ip_ok(&["link", "add", &br, "type", "bridge"]);
+        ip_ok(&["addr", "add", &format!("{}/24", bridge_ip()), "dev", &br]);
+        ip_ok(&["link", "set", &br, "up"]);
         Bridge
     }
 }
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        let _ = ip(&["link", "del", BRIDGE]);
+        let _ = ip(&["link", "del", &bridge()]);
     }
 }
 
@@ -402,7 +452,7 @@ impl Etcd {
     pub const MEMBERS: usize = 3;
 
     pub fn start() -> Etcd {
-        let ns = Netns::create("etcd", ETCD_IP);
+        let ns = Netns::create("etcd", &etcd_ip());
         let mut e = Etcd {
             ns,
             dir: tmpdir("etcd"),
@@ -420,11 +470,11 @@ impl Etcd {
     }
 
     pub fn client_url(i: usize) -> String {
-        format!("http://{ETCD_IP}:{}", 23791 + i)
+        format!("http://{}:{}", etcd_ip(), 23791 + i)
     }
 
     fn peer_url(i: usize) -> String {
-        format!("http://{ETCD_IP}:{}", 23801 + i)
+        format!("http://{}:{}", etcd_ip(), 23801 + i)
     }
 
     /// All client URLs, comma separated (`--cluster`).
@@ -1003,7 +1053,7 @@ pub struct Edge {
 
 impl Edge {
     pub fn start(endpoints: &str) -> Edge {
-        let ns = Netns::create("edge", EDGE_IP);
+        let ns = Netns::create("edge", &edge_ip());
         let dir = tmpdir("edge");
         let tcp: Vec<String> = TCP_PORTS.iter().map(u16::to_string).collect();
         let out = run(Command::new(renet_bin())
@@ -1014,7 +1064,7 @@ impl Edge {
             .arg(dir.path().join("traefik"))
             .arg("--unit-dir")
             .arg(dir.path().join("units"))
-            .args(["--public-ipv4", EDGE_IP])
+            .args(["--public-ipv4", &edge_ip()])
             .args(["--http-port", &HTTP_PORT.to_string()])
             .args(["--https-port", &HTTPS_PORT.to_string()])
             .args(["--preset-ports", &tcp.join(",")])
@@ -1072,7 +1122,7 @@ impl Edge {
 
     /// HTTP GET through the edge's `web`.
     pub fn http(&self, host: &str) -> Result<(u16, String), String> {
-        http_get(&format!("{EDGE_IP}:{HTTP_PORT}"), "/", Some(host))
+        http_get(&format!("{}:{HTTP_PORT}", edge_ip()), "/", Some(host))
     }
 
     /// HTTPS GET through the edge's `websecure` (SNI `host`; the server's default
@@ -1081,7 +1131,7 @@ impl Edge {
         let out = Command::new("curl")
             .args(["-sk", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
             .arg("--resolve")
-            .arg(format!("{host}:{HTTPS_PORT}:{EDGE_IP}"))
+            .arg(format!("{host}:{HTTPS_PORT}:{}", edge_ip()))
             .arg(format!("https://{host}:{HTTPS_PORT}/"))
             .output()
             .map_err(|e| format!("curl: {e}"))?;
@@ -1099,7 +1149,7 @@ impl Edge {
     /// An HTTP/1.0 request over the edge's `tcp-<port>`, answered by busybox httpd behind it.
     pub fn tcp(&self, port: u16) -> Result<String, String> {
         tcp_exchange(
-            &format!("{EDGE_IP}:{port}"),
+            &format!("{}:{port}", edge_ip()),
             "GET / HTTP/1.0\r\nHost: tcp\r\n\r\n",
         )
     }
@@ -1141,7 +1191,7 @@ impl Cluster {
     /// Adds server `name` (`a` → 198.18.72.11, `b` → .12, `c` → .13) with Traefik running.
     pub fn add_server(&mut self, name: &str) -> usize {
         let i = self.servers.len();
-        let address = format!("198.18.72.{}", 11 + i);
+        let address = net_ip(11 + i as u8);
         self.servers.push(Server::create(name, &address));
         i
     }
@@ -1196,8 +1246,9 @@ pub fn traefik_bin() -> String {
 }
 
 /// Writes, by hand, the etcd keys docs/cluster.md says a server writes to serve `host` (and
-/// its TCP `port`): the server entry, its Traefik services, the host's HTTP and TCP (SNI
-/// passthrough) routers, the port's TCP router. The schema check of the tests.
+/// its TCP `port`): the server entry, its Traefik services, the server's HTTP and TCP (SNI
+/// passthrough) routers with `host` as their one alternative, the port's TCP router. The
+/// schema check of the tests.
 pub fn write_served_keys(
     etcd: &Etcd,
     server: &str,
@@ -1227,11 +1278,11 @@ pub fn write_served_keys(
         &network_id.to_string(),
     );
     etcd.put(&format!("renet/serving/host/{host}"), &serving);
-    let r = format!("{t}/http/routers/renet-host-{host}");
+    let r = format!("{t}/http/routers/renet-srv-{server}");
     etcd.put(&format!("{r}/rule"), &format!("Host(`{host}`)"));
     etcd.put(&format!("{r}/entryPoints/0"), "web");
     etcd.put(&format!("{r}/service"), &format!("renet-{server}"));
-    let r = format!("{t}/tcp/routers/renet-host-{host}");
+    let r = format!("{t}/tcp/routers/renet-srv-{server}");
     etcd.put(&format!("{r}/rule"), &format!("HostSNI(`{host}`)"));
     etcd.put(&format!("{r}/entryPoints/0"), "websecure");
     etcd.put(&format!("{r}/service"), &format!("renet-{server}-https"));
@@ -1248,5 +1299,32 @@ pub fn write_served_keys(
         etcd.put(&format!("{r}/rule"), "HostSNI(`*`)");
         etcd.put(&format!("{r}/entryPoints/0"), &format!("tcp-{p}"));
         etcd.put(&format!("{r}/service"), &svc);
+    }
+}
+
+/// The schema's promise (docs/cluster.md): a host is in server S's edge routers (HTTP and TCP
+/// rules, hosts sorted) exactly when `renet/serving/host/<host>` names S.
+pub fn assert_edge_rules_match_serving(etcd: &Etcd, servers: &[&str]) {
+    let serving = etcd.get_prefix("renet/serving/host/");
+    for s in servers {
+        let expected: Vec<String> = serving
+            .iter()
+            .filter(|(_, v)| v.contains(&format!(r#""server":"{s}""#)))
+            .map(|(k, _)| k.trim_start_matches("renet/serving/host/").to_string())
+            .collect();
+        for (proto, matcher) in [("http", "Host"), ("tcp", "HostSNI")] {
+            let rule = etcd.get(&format!("traefik/{proto}/routers/renet-srv-{s}/rule"));
+            let listed: Vec<String> = rule
+                .iter()
+                .flat_map(|r| r.split(" || "))
+                .map(|alt| {
+                    alt.strip_prefix(&format!("{matcher}(`"))
+                        .and_then(|a| a.strip_suffix("`)"))
+                        .unwrap_or_else(|| panic!("server {s}: unexpected {proto} rule {rule:?}"))
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(listed, expected, "server {s}'s {proto} edge rule");
+        }
     }
 }

@@ -7,10 +7,17 @@
 //! no longer wanted. Every write that decides ownership is a transaction comparing what the
 //! mirror saw, so two servers racing for a resource cannot both win.
 //!
+//! The edge routes this server's hosts with one HTTP and one TCP router whose rules list them
+//! all (`Schema::server_router_keys`). Every transaction that takes, moves or releases a host's
+//! `serving` key rewrites those rules too, so at every etcd revision a host is in this server's
+//! rule exactly when its `serving` key names this server; the rule's keys go under the lease
+//! that ends first among the hosts they list ([`desired_rule`]), so a lease that ends never
+//! leaves a host in the rule without its `serving` key.
+//!
 //! When etcd cannot be reached, the view keeps what it last knew (the server keeps serving
 //! what it holds) with `connected: false`, and the agent retries every second.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +27,7 @@ use etcd_client::{
 };
 use tokio::sync::watch;
 
-use crate::routing::cluster::keys::{Resource, Schema, ServerRecord, Serving};
+use crate::routing::cluster::keys::{Resource, Schema, ServerRecord, Serving, edge_host_problem};
 use crate::routing::cluster::settings::{ClusterConfig, Connection};
 use crate::routing::cluster::view::ClusterView;
 
@@ -94,6 +101,57 @@ fn save_serving(path: &std::path::Path, view: &ClusterView) {
     }
 }
 
+/// This server's edge rule as written: the hosts it lists and the lease its keys are under
+/// (an empty set: no routers).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EdgeRule {
+    pub hosts: BTreeSet<String>,
+    pub lease: i64,
+}
+
+/// The hosts this server serves at the edge (host → lease of its `serving` key).
+pub type ServedHosts = BTreeMap<String, i64>;
+
+/// The served hosts of `view` that may stand in an edge rule (the others are released).
+fn served_hosts(view: &ClusterView) -> ServedHosts {
+    view.served_here()
+        .filter_map(|(r, e)| match r {
+            Resource::Host(h) if edge_host_problem(h).is_none() => Some((h.clone(), e.lease)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The edge rule that matches `served` in the session holding `lease`. A host whose `serving`
+/// key is still under an older lease (this server reconnected and is moving its keys onto the
+/// new one) stays listed only if the rule's keys go under that older lease: it ends before
+/// the session's, and a lease ends in one revision, so the rule never outlives a `serving`
+/// key it lists (outliving it would let another server of the same network take the host
+/// while this rule still routes it). Hosts under the session's lease are always listed; hosts
+/// under a second older lease (or none, lease 0) wait until they are moved.
+pub fn desired_rule(served: &ServedHosts, lease: i64) -> EdgeRule {
+    let oldest = served
+        .values()
+        .copied()
+        .filter(|l| *l != lease && *l != 0)
+        .min();
+    let rule_lease = oldest.unwrap_or(lease);
+    EdgeRule {
+        hosts: served
+            .iter()
+            .filter(|(_, l)| **l == lease || **l == rule_lease)
+            .map(|(h, _)| h.clone())
+            .collect(),
+        lease: rule_lease,
+    }
+}
+
+/// Whether an etcd error says a lease ended (a put attached to it failed): the watch brings
+/// the deletions, and the next reconciliation writes what matches them.
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("requested lease not found")
+}
+
 impl Agent {
     /// Starts the agent; it connects in the background. `state_file` remembers what this
     /// server serves across restarts ([`SERVING_FILE`] in the state folder).
@@ -159,6 +217,7 @@ async fn run(
             state_file: state_file.as_deref(),
             saved: &mut saved,
             member: &mut member,
+            rule: None,
         };
         let outcome = tokio::select! {
             r = session.run(&mut wanted) => Some(r),
@@ -208,6 +267,8 @@ struct Session<'a> {
     saved: &'a mut SavedServing,
     /// The member this session uses; a failed session moves on to the next one.
     member: &'a mut usize,
+    /// This server's edge rule as this session last wrote it (None: not yet written).
+    rule: Option<EdgeRule>,
 }
 
 /// Connects to the first member, from `first` on, that answers; returns it and its index.
@@ -510,6 +571,32 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The operations that make this server's edge rule match `served` (none when it already
+    /// does), and the rule they write. Errors when the rule would not fit
+    /// (`MAX_EDGE_RULE_BYTES`).
+    fn rule_ops(&self, served: &ServedHosts) -> Result<(Vec<TxnOp>, Option<EdgeRule>), String> {
+        let desired = desired_rule(served, self.lease);
+        if self.rule.as_ref() == Some(&desired) {
+            return Ok((Vec::new(), None));
+        }
+        let me = &self.config.name;
+        let ops = if desired.hosts.is_empty() {
+            self.schema
+                .server_router_prefixes(me)
+                .into_iter()
+                .map(|p| TxnOp::delete(p, Some(etcd_client::DeleteOptions::new().with_prefix())))
+                .collect()
+        } else {
+            let lease = Some(PutOptions::new().with_lease(desired.lease));
+            self.schema
+                .server_router_keys(me, &desired.hosts)?
+                .into_iter()
+                .map(|(k, v)| TxnOp::put(k, v, lease.clone()))
+                .collect()
+        };
+        Ok((ops, Some(desired)))
+    }
+
     /// Brings etcd in line with what route building wants. Returns whether the view changed.
     async fn reconcile(
         &mut self,
@@ -523,8 +610,16 @@ impl Session<'_> {
         let me = self.config.name.clone();
         let record = self.record();
         let lease = Some(PutOptions::new().with_lease(self.lease));
+        let mut served = served_hosts(self.view);
+        let mut unroutable = BTreeMap::new();
         for (r, &n) in wanted {
             if self.view.owners.get(r).is_some_and(|(m, _)| *m != n) {
+                continue;
+            }
+            if let Resource::Host(h) = r
+                && edge_host_problem(h).is_some()
+            {
+                // Never claimed: the gate's verdict says why (pending).
                 continue;
             }
             // The common case first, without building anything: already served under this lease.
@@ -544,6 +639,18 @@ impl Session<'_> {
             for (k, v) in self.schema.resource_traefik_keys(r, &record) {
                 puts.push(TxnOp::put(k, v, lease.clone()));
             }
+            let mut served_after = served.clone();
+            if let Resource::Host(h) = r {
+                served_after.insert(h.clone(), self.lease);
+            }
+            let (rule_ops, rule_after) = match self.rule_ops(&served_after) {
+                Ok(x) => x,
+                Err(why) => {
+                    unroutable.insert(r.clone(), format!("{r} is not claimed: {why}"));
+                    continue;
+                }
+            };
+            puts.extend(rule_ops);
             let txn = match (self.view.serving.get(r), self.view.owners.get(r)) {
                 (Some(e), _) if e.serving.server == me && e.serving.network_id == n => {
                     // Served by this server under an older lease: move it to the current one.
@@ -572,10 +679,14 @@ impl Session<'_> {
                     ])
                     .and_then(puts),
             };
-            let done = client
-                .txn(txn)
-                .await
-                .with_context(|| format!("etcd: claiming {r}"))?;
+            let done = match client.txn(txn).await {
+                Ok(done) => done,
+                Err(e) if lease_gone(&e) => {
+                    tracing::debug!("cluster: claiming {r}: an older lease ended meanwhile");
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("etcd: claiming {r}")),
+            };
             if done.succeeded() {
                 tracing::info!("cluster: serving {r} for network {n}");
                 if !self.view.owners.contains_key(r) {
@@ -587,6 +698,10 @@ impl Session<'_> {
                     &serving_key,
                     Some((mine.as_bytes(), self.lease)),
                 );
+                served = served_after;
+                if rule_after.is_some() {
+                    self.rule = rule_after;
+                }
                 changed = true;
             } else {
                 tracing::debug!("cluster: claiming {r} lost a race; the watch tells who won");
@@ -595,7 +710,10 @@ impl Session<'_> {
         let releases: Vec<(Resource, Vec<u8>)> = self
             .view
             .served_here()
-            .filter(|(r, e)| wanted.get(*r) != Some(&e.serving.network_id))
+            .filter(|(r, e)| {
+                wanted.get(*r) != Some(&e.serving.network_id)
+                    || matches!(r, Resource::Host(h) if edge_host_problem(h).is_some())
+            })
             .map(|(r, e)| (r.clone(), e.raw.clone()))
             .collect();
         for (r, raw) in releases {
@@ -607,19 +725,57 @@ impl Session<'_> {
                     Some(etcd_client::DeleteOptions::new().with_prefix()),
                 ));
             }
-            let done = client
+            let mut served_after = served.clone();
+            if let Resource::Host(h) = &r {
+                served_after.remove(h);
+            }
+            // A smaller set always fits.
+            let (rule_ops, rule_after) = self
+                .rule_ops(&served_after)
+                .map_err(|why| anyhow::anyhow!("releasing {r}: {why}"))?;
+            ops.extend(rule_ops);
+            let answer = client
                 .txn(
                     Txn::new()
                         .when([Compare::value(serving_key.clone(), CompareOp::Equal, raw)])
                         .and_then(ops),
                 )
-                .await
-                .with_context(|| format!("etcd: releasing {r}"))?;
+                .await;
+            let done = match answer {
+                Ok(done) => done,
+                Err(e) if lease_gone(&e) => {
+                    tracing::debug!("cluster: releasing {r}: an older lease ended meanwhile");
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("etcd: releasing {r}")),
+            };
             if done.succeeded() {
                 tracing::info!("cluster: no longer serving {r}");
                 self.view.apply(self.schema, &serving_key, None);
+                served = served_after;
+                if rule_after.is_some() {
+                    self.rule = rule_after;
+                }
                 changed = true;
             }
+        }
+        // The rule as the view says it should be, when no claim or release above wrote it: at
+        // the start of a session, and after an older lease ended (its hosts left the view).
+        let (ops, rule_after) = self
+            .rule_ops(&served)
+            .map_err(|why| anyhow::anyhow!("this server's edge rule: {why}"))?;
+        if !ops.is_empty() {
+            match client.txn(Txn::new().and_then(ops)).await {
+                Ok(_) => self.rule = rule_after,
+                Err(e) if lease_gone(&e) => {
+                    tracing::debug!("cluster: edge rule: an older lease ended meanwhile");
+                }
+                Err(e) => return Err(e).context("etcd: writing this server's edge rule"),
+            }
+        }
+        if self.view.unroutable != unroutable {
+            self.view.unroutable = unroutable;
+            changed = true;
         }
         Ok(changed)
     }
@@ -695,5 +851,51 @@ mod tests {
         plain.endpoints = vec!["http://127.0.74.1:24071".into()];
         assert_eq!(why("connection closed", &plain), "");
         assert_eq!(why("tcp connect error: Connection refused", &full), "");
+    }
+
+    fn served(items: &[(&str, i64)]) -> ServedHosts {
+        items.iter().map(|(h, l)| (h.to_string(), *l)).collect()
+    }
+
+    fn hosts(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|h| h.to_string()).collect()
+    }
+
+    #[test]
+    fn the_rule_lists_the_sessions_hosts_under_its_lease() {
+        let r = desired_rule(&served(&[("b.example", 7), ("a.example", 7)]), 7);
+        assert_eq!(r.hosts, hosts(&["a.example", "b.example"]));
+        assert_eq!(r.lease, 7);
+        assert_eq!(desired_rule(&ServedHosts::new(), 7).hosts, BTreeSet::new());
+    }
+
+    /// While a reconnected server moves its keys onto its new lease, the rule stays under the
+    /// older lease as long as it lists a host still under it: when that lease ends, the rule
+    /// and those `serving` keys go in one revision.
+    #[test]
+    fn while_moving_to_a_new_lease_the_rule_stays_under_the_older_one() {
+        let moving = served(&[("a.example", 3), ("b.example", 9), ("c.example", 3)]);
+        let r = desired_rule(&moving, 9);
+        assert_eq!(r.hosts, hosts(&["a.example", "b.example", "c.example"]));
+        assert_eq!(r.lease, 3);
+        let moved = served(&[("a.example", 9), ("b.example", 9), ("c.example", 9)]);
+        assert_eq!(desired_rule(&moved, 9).lease, 9);
+    }
+
+    /// Hosts under a second older lease, or under none, are left out until they are moved:
+    /// the rule can follow one lease only.
+    #[test]
+    fn hosts_of_a_second_older_lease_wait() {
+        let r = desired_rule(
+            &served(&[
+                ("a.example", 3),
+                ("b.example", 9),
+                ("c.example", 5),
+                ("d.example", 0),
+            ]),
+            9,
+        );
+        assert_eq!(r.hosts, hosts(&["a.example", "b.example"]));
+        assert_eq!(r.lease, 3);
     }
 }

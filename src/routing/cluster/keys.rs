@@ -3,6 +3,7 @@
 //! Pure: names and values only, so the schema is tested without etcd and every writer and
 //! reader agrees on it.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -175,24 +176,14 @@ impl Schema {
         ]
     }
 
-    /// The edge router(s) of one resource served by `s`, plus a port's own service.
+    /// The edge keys of one port served by `s`: its router and its own service. A host has
+    /// none of its own: it is one alternative of its server's routers
+    /// ([`Schema::server_router_keys`]).
     pub fn resource_traefik_keys(&self, r: &Resource, s: &ServerRecord) -> Vec<(String, String)> {
         let t = &self.traefik_root;
         let n = &s.name;
         match r {
-            Resource::Host(h) => {
-                let http = format!("{t}/http/routers/renet-host-{h}");
-                let tcp = format!("{t}/tcp/routers/renet-host-{h}");
-                vec![
-                    (format!("{http}/rule"), format!("Host(`{h}`)")),
-                    (format!("{http}/entryPoints/0"), "web".into()),
-                    (format!("{http}/service"), format!("renet-{n}")),
-                    (format!("{tcp}/rule"), format!("HostSNI(`{h}`)")),
-                    (format!("{tcp}/entryPoints/0"), "websecure".into()),
-                    (format!("{tcp}/service"), format!("renet-{n}-https")),
-                    (format!("{tcp}/tls/passthrough"), "true".into()),
-                ]
-            }
+            Resource::Host(_) => Vec::new(),
             Resource::Tcp(p) => {
                 let router = format!("{t}/tcp/routers/renet-tcp-{p}");
                 vec![
@@ -228,10 +219,7 @@ impl Schema {
     pub fn resource_traefik_prefixes(&self, r: &Resource, server: &str) -> Vec<String> {
         let t = &self.traefik_root;
         match r {
-            Resource::Host(h) => vec![
-                format!("{t}/http/routers/renet-host-{h}/"),
-                format!("{t}/tcp/routers/renet-host-{h}/"),
-            ],
+            Resource::Host(_) => Vec::new(),
             Resource::Tcp(p) => vec![
                 format!("{t}/tcp/routers/renet-tcp-{p}/"),
                 format!("{t}/tcp/services/renet-{server}-tcp-{p}/"),
@@ -242,6 +230,111 @@ impl Schema {
             ],
         }
     }
+
+    /// The edge routers of every host server `server` serves: one HTTP router on `web`
+    /// (`Host(`a`) || Host(`b`) || …`) and one TCP router on `websecure` (`HostSNI(`a`) || …`,
+    /// TLS passed through), hosts sorted. One router per server instead of one per host keeps
+    /// the edge's rebuild small: Traefik's KV provider and muxers cost grows with the number of
+    /// routers, not with the length of a rule (docs/performance.md "Cluster").
+    ///
+    /// Every host is checked against [`edge_host_problem`] here, where the shared rule is
+    /// rendered: a name that could change the rule's meaning would break the routes of every
+    /// repository on the server. Errors when `hosts` is empty (no router then: delete
+    /// [`Schema::server_router_prefixes`]), holds a name that is not a plain host name, or the
+    /// rule would exceed [`MAX_EDGE_RULE_BYTES`].
+    pub fn server_router_keys(
+        &self,
+        server: &str,
+        hosts: &BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, String> {
+        if hosts.is_empty() {
+            return Err(format!("server `{server}` serves no host at the edge"));
+        }
+        if let Some((h, problem)) = hosts
+            .iter()
+            .find_map(|h| edge_host_problem(h).map(|p| (h, p)))
+        {
+            return Err(format!("{h:?} cannot be put in an edge rule: {problem}"));
+        }
+        let sni = edge_rule("HostSNI", hosts);
+        if sni.len() > MAX_EDGE_RULE_BYTES {
+            return Err(edge_rule_full(server, hosts.len(), sni.len()));
+        }
+        let t = &self.traefik_root;
+        let http = format!("{t}/http/routers/renet-srv-{server}");
+        let tcp = format!("{t}/tcp/routers/renet-srv-{server}");
+        Ok(vec![
+            (format!("{http}/rule"), edge_rule("Host", hosts)),
+            (format!("{http}/entryPoints/0"), "web".into()),
+            (format!("{http}/service"), format!("renet-{server}")),
+            (format!("{tcp}/rule"), sni),
+            (format!("{tcp}/entryPoints/0"), "websecure".into()),
+            (format!("{tcp}/service"), format!("renet-{server}-https")),
+            (format!("{tcp}/tls/passthrough"), "true".into()),
+        ])
+    }
+
+    /// Key prefixes of [`Schema::server_router_keys`] (deleted as ranges when the server
+    /// serves no host any more). Server names are DNS labels, so `renet-srv-a/` never covers
+    /// server `a-1`'s keys.
+    pub fn server_router_prefixes(&self, server: &str) -> Vec<String> {
+        let t = &self.traefik_root;
+        vec![
+            format!("{t}/http/routers/renet-srv-{server}/"),
+            format!("{t}/tcp/routers/renet-srv-{server}/"),
+        ]
+    }
+}
+
+/// The longest rule one server's edge router may have. etcd refuses a request above 1.5 MiB
+/// by default, and one transaction carries both rules (the HTTP one is a little shorter);
+/// every change rewrites them, so they also set how fast etcd's history grows. About 12,000
+/// hosts of 30 characters fit; hosts past the limit are not claimed (`/health` pending).
+pub const MAX_EDGE_RULE_BYTES: usize = 512 * 1024;
+
+/// Why `host` may not stand in an edge rule, if it may not: the allow-list is the canonical
+/// host names the cluster claims (dot-separated labels of `a-z`, `0-9`, `-`, `_`, 1 to 63
+/// characters, 253 in all), which is also inside what Traefik's `HostSNI` accepts. Nothing
+/// else — no backtick, parenthesis, `|`, space, upper case or non-ASCII — can reach a rule.
+pub fn edge_host_problem(host: &str) -> Option<String> {
+    if host.is_empty() || host.len() > 253 {
+        return Some(format!("{} characters (1 to 253)", host.len()));
+    }
+    for label in host.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Some(format!("label {label:?} is not 1 to 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')))
+        {
+            return Some(format!(
+                "character {c:?} (only a-z, 0-9, `-`, `_` and dots)"
+            ));
+        }
+    }
+    None
+}
+
+/// `Matcher(`a`) || Matcher(`b`) || …` over sorted, allow-listed hosts.
+fn edge_rule(matcher: &str, hosts: &BTreeSet<String>) -> String {
+    let mut rule = String::new();
+    for h in hosts {
+        if !rule.is_empty() {
+            rule.push_str(" || ");
+        }
+        rule.push_str(&format!("{matcher}(`{h}`)"));
+    }
+    rule
+}
+
+/// The refusal of a host that does not fit its server's rule.
+pub fn edge_rule_full(server: &str, hosts: usize, bytes: usize) -> String {
+    format!(
+        "server `{server}`'s edge rule would list {hosts} hosts in {bytes} bytes, above the \
+         limit of {MAX_EDGE_RULE_BYTES} (docs/cluster.md \"Decisions and limits\"): serve \
+         fewer host names from this server"
+    )
 }
 
 /// IPv6 addresses in URLs and `host:port` need brackets.
@@ -312,17 +405,62 @@ mod tests {
     }
 
     #[test]
-    fn edge_keys_of_a_host_and_a_port() {
+    fn edge_keys_of_a_server_and_a_port() {
         let s = Schema::new("renet", "traefik");
-        let keys = s.resource_traefik_keys(&Resource::Host("shop.example.com".into()), &server());
-        assert!(keys.contains(&(
-            "traefik/tcp/routers/renet-host-shop.example.com/rule".into(),
-            "HostSNI(`shop.example.com`)".into()
-        )));
-        assert!(keys.contains(&(
-            "traefik/tcp/routers/renet-host-shop.example.com/tls/passthrough".into(),
-            "true".into()
-        )));
+        assert!(
+            s.resource_traefik_keys(&Resource::Host("shop.example.com".into()), &server())
+                .is_empty()
+        );
+        let hosts: BTreeSet<String> = ["shop.example.com", "a.example.com", "b_1.example.com"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let keys = s.server_router_keys("a", &hosts).unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    "traefik/http/routers/renet-srv-a/rule".to_string(),
+                    "Host(`a.example.com`) || Host(`b_1.example.com`) || Host(`shop.example.com`)"
+                        .to_string()
+                ),
+                (
+                    "traefik/http/routers/renet-srv-a/entryPoints/0".into(),
+                    "web".into()
+                ),
+                (
+                    "traefik/http/routers/renet-srv-a/service".into(),
+                    "renet-a".into()
+                ),
+                (
+                    "traefik/tcp/routers/renet-srv-a/rule".into(),
+                    "HostSNI(`a.example.com`) || HostSNI(`b_1.example.com`) || \
+                     HostSNI(`shop.example.com`)"
+                        .into()
+                ),
+                (
+                    "traefik/tcp/routers/renet-srv-a/entryPoints/0".into(),
+                    "websecure".into()
+                ),
+                (
+                    "traefik/tcp/routers/renet-srv-a/service".into(),
+                    "renet-a-https".into()
+                ),
+                (
+                    "traefik/tcp/routers/renet-srv-a/tls/passthrough".into(),
+                    "true".into()
+                ),
+            ]
+        );
+        let prefixes = s.server_router_prefixes("a");
+        for (k, _) in &keys {
+            assert!(prefixes.iter().any(|p| k.starts_with(p)), "{k}");
+        }
+        // Server `a`'s prefixes never cover server `a-1`'s routers.
+        for (k, _) in s.server_router_keys("a-1", &hosts).unwrap() {
+            assert!(!prefixes.iter().any(|p| k.starts_with(p)), "{k}");
+        }
+        assert!(s.server_router_keys("a", &BTreeSet::new()).is_err());
         let prefixes = s.resource_traefik_prefixes(&Resource::Tcp(5432), "a");
         for (k, _) in s.resource_traefik_keys(&Resource::Tcp(5432), &server()) {
             assert!(prefixes.iter().any(|p| k.starts_with(p)), "{k}");
@@ -332,5 +470,67 @@ mod tests {
             ..server()
         };
         assert_eq!(s.server_traefik_keys(&v6)[0].1, "http://[2001:db8::1]:80");
+    }
+
+    /// A name that could close the backtick, the matcher or the rule, or add an alternative,
+    /// never reaches a server's shared rule: the whole rule is refused, naming the host.
+    #[test]
+    fn hostile_names_never_reach_an_edge_rule() {
+        let s = Schema::new("renet", "traefik");
+        for hostile in [
+            "evil.example.com`) || Host(`victim.example.com",
+            "evil`.example.com",
+            "evil.example.com)",
+            "a) || HostRegexp(`.*`",
+            "evil.example.com || x",
+            "evil example.com",
+            "evil.example.com\nHost(`victim.example.com`)",
+            "evil.example.com\r",
+            "evil\t.example.com",
+            "Evil.Example.com",
+            "bücher.example.com",
+            "evil.example.com\u{202e}",
+            "evil..example.com",
+            ".evil.example.com",
+            "evil.example.com.",
+            "*.example.com",
+            "evil,example.com",
+            "",
+        ] {
+            assert!(edge_host_problem(hostile).is_some(), "{hostile:?} accepted");
+            let hosts: BTreeSet<String> = ["good.example.com".to_string(), hostile.to_string()]
+                .into_iter()
+                .collect();
+            let err = s.server_router_keys("a", &hosts).unwrap_err();
+            assert!(
+                err.contains("cannot be put in an edge rule"),
+                "{hostile:?}: {err}"
+            );
+        }
+        assert!(edge_host_problem(&"a".repeat(64)).is_some());
+        assert!(edge_host_problem(&["a"; 128].join(".")).is_some());
+        for fine in [
+            "shop.example.com",
+            "xn--bcher-kva.example.com",
+            "a-b_c.d1",
+            "localhost",
+        ] {
+            assert_eq!(edge_host_problem(fine), None, "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_rule_past_the_limit_is_refused() {
+        let s = Schema::new("renet", "traefik");
+        let per_host = "HostSNI(``) || ".len();
+        let name = |i: usize| format!("host-{i:06}.{}.example.com", "x".repeat(40));
+        let fit = MAX_EDGE_RULE_BYTES / (per_host + name(0).len());
+        let mut hosts: BTreeSet<String> = (0..fit).map(name).collect();
+        let keys = s.server_router_keys("a", &hosts).unwrap();
+        assert!(keys.iter().all(|(_, v)| v.len() <= MAX_EDGE_RULE_BYTES));
+        hosts.insert(name(fit));
+        hosts.insert(name(fit + 1));
+        let err = s.server_router_keys("a", &hosts).unwrap_err();
+        assert!(err.contains("above the limit"), "{err}");
     }
 }

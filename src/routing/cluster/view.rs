@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::routing::cluster::keys::{Parsed, Resource, Schema, ServerRecord, Serving};
+use crate::routing::cluster::keys::{
+    Parsed, Resource, Schema, ServerRecord, Serving, edge_host_problem,
+};
 
 /// The router name of a claim laid over the local table by [`ClusterView::overlay_hosts`]
 /// (never a label router's: those end in `-<network ID>`). Such claims are not persisted
@@ -35,6 +37,9 @@ pub struct ClusterView {
     /// Owner network of each resource, with the raw value.
     pub owners: BTreeMap<Resource, (u32, Vec<u8>)>,
     pub serving: BTreeMap<Resource, ServingEntry>,
+    /// Resources the agent cannot claim for a reason of this server's own (a host that does
+    /// not fit its server's edge rule), with the reason, until the next reconciliation.
+    pub unroutable: BTreeMap<Resource, String>,
 }
 
 /// What route building may do with a resource a router of network `n` needs.
@@ -120,6 +125,13 @@ impl ClusterView {
                 owner: *m,
             };
         }
+        if let Resource::Host(h) = r
+            && let Some(problem) = edge_host_problem(h)
+        {
+            return Verdict::Pending(format!(
+                "{r} cannot be put in this server's edge rule: {problem}"
+            ));
+        }
         match self.serving.get(r) {
             Some(e) if e.serving.network_id != n => Verdict::Refused {
                 reason: format!(
@@ -134,6 +146,7 @@ impl ClusterView {
                  server takes it when `{}` stops serving it or its lease ends",
                 e.serving.server, e.serving.server
             )),
+            None if self.unroutable.contains_key(r) => Verdict::Pending(self.unroutable[r].clone()),
             None if !self.connected => Verdict::Pending(format!(
                 "{r}: etcd is unreachable, so no new cluster claims are made until it is back"
             )),
@@ -251,5 +264,26 @@ mod tests {
         v.apply(&schema, "renet/serving/host/x.example", Some((b"{}", 1)));
         v.apply(&schema, "renet/servers/b", Some((b"[]", 1)));
         assert!(v.owners.is_empty() && v.serving.is_empty() && v.servers.is_empty());
+    }
+
+    /// A host that cannot stand in a server's shared edge rule, or does not fit it, waits with
+    /// the reason (`/health` `cluster.pending`) and is never served.
+    #[test]
+    fn a_host_the_edge_rule_cannot_take_waits_with_the_reason() {
+        let (_, mut v) = view();
+        let hostile = Resource::Host("a`) || Host(`victim.example.com".into());
+        assert!(matches!(
+            v.verdict(&hostile, 4032),
+            Verdict::Pending(m) if m.contains("cannot be put in this server's edge rule")
+        ));
+        let big = Resource::Host("late.example.com".into());
+        v.unroutable.insert(
+            big.clone(),
+            "late.example.com is not claimed: above the limit".into(),
+        );
+        assert_eq!(
+            v.verdict(&big, 4032),
+            Verdict::Pending("late.example.com is not claimed: above the limit".into())
+        );
     }
 }
