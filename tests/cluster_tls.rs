@@ -752,10 +752,16 @@ fn a_route_server_over_tls_with_a_password_claims_its_host_and_wrong_access_clai
         etcd.get(&format!("renet/serving/host/{host}")).as_deref(),
         Some(r#"{"network_id":4352,"server":"tls-a"}"#)
     );
+    // The server's edge router lists the host and sends it to the server's service.
     assert_eq!(
-        etcd.get(&format!("traefik/http/routers/renet-host-{host}/service"))
+        etcd.get("traefik/http/routers/renet-srv-tls-a/service")
             .as_deref(),
         Some("renet-tls-a")
+    );
+    assert_eq!(
+        etcd.get("traefik/http/routers/renet-srv-tls-a/rule")
+            .as_deref(),
+        Some(format!("Host(`{host}`)").as_str())
     );
     let (code, v) = rs.health();
     assert_eq!(code, 200, "{v}");
@@ -1030,7 +1036,7 @@ fn the_edge_reads_etcd_over_tls_with_its_credentials_and_routes_to_the_backend()
         "traefik/http/services/renet-tls-b/loadBalancer/servers/0/url",
         &format!("http://{BACKEND_IP}:{backend_port}"),
     );
-    let r = format!("traefik/http/routers/renet-host-{host}");
+    let r = "traefik/http/routers/renet-srv-tls-b";
     etcd.put(&format!("{r}/rule"), &format!("Host(`{host}`)"));
     etcd.put(&format!("{r}/entryPoints/0"), "web");
     etcd.put(&format!("{r}/service"), "renet-tls-b");
