@@ -109,7 +109,7 @@ fn renet_proxy(sb: &Sandbox) -> RenetProxy {
         free_port(),
         free_port(),
     );
-    let traefik_bin = which_traefik();
+    let traefik_bin = traefik_bin();
     let out = Command::new(renet_bin())
         .args(["proxy", "config", "--settings"])
         .arg(&settings)
@@ -206,19 +206,6 @@ fn for_test_machine(mut doc: Value) -> Value {
 
 fn yaml(v: &Value) -> String {
     serde_yaml::to_string(v).expect("YAML")
-}
-
-fn which_traefik() -> PathBuf {
-    let out = Command::new("sh")
-        .args(["-c", "command -v traefik"])
-        .output()
-        .expect("sh");
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        !p.is_empty(),
-        "traefik is not on PATH (scripts/test-env.sh up)"
-    );
-    PathBuf::from(p)
 }
 
 /// A second Traefik with its own Docker provider on `socket`: the entrypoint settings of the

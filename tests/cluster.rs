@@ -746,7 +746,8 @@ fn the_edge_unit_passes_systemd_analyze() {
         .arg(dir.path().join("traefik"))
         .arg("--unit-dir")
         .arg(dir.path().join("units"))
-        .args(["--traefik-bin", &traefik_bin()])
+        .arg("--traefik-bin")
+        .arg(traefik_bin())
         .output()
         .unwrap();
     assert!(

@@ -27,10 +27,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use cluster_support::route_server_support::traefik_bin;
 use cluster_support::route_server_support::{
     Daemon, RouteServer, Sandbox, http_get, renet_bin, slot_ip, wait_for, web,
 };
-use cluster_support::{Proc, tail, traefik_bin};
+use cluster_support::{Proc, tail};
 use serde_json::{Value, json};
 
 const LOCK_FILE: &str = "/tmp/renet-cluster-tls-tests.lock";
@@ -49,14 +50,7 @@ const RENET_PASSWORD: &str = "renet-9f2d47";
 const EDGE_PASSWORD: &str = "edge-51c0aa";
 
 fn exclusive() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK_FILE)
-        .expect("open the test lock file");
-    f.lock().expect("lock the test lock file");
-    f
+    cluster_support::route_server_support::hold_lock(LOCK_FILE)
 }
 
 fn tmpdir(what: &str) -> tempfile::TempDir {

@@ -26,7 +26,6 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +34,9 @@ use std::time::{Duration, Instant};
 // and plain HTTP/TCP clients.
 #[path = "../route_server_support/mod.rs"]
 pub mod route_server_support;
-pub use route_server_support::{http_get, renet_bin, repo_root, tcp_exchange, wait_for};
+pub use route_server_support::{
+    http_get, renet_bin, repo_root, tcp_exchange, traefik_bin, wait_for,
+};
 
 pub const IMAGE: &str = "renet-test/busybox:latest";
 
@@ -110,14 +111,7 @@ pub const LEASE_TTL_SECONDS: u64 = 3;
 
 /// Serializes the cluster tests across threads and processes (they share names and ports).
 pub fn exclusive() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_file())
-        .expect("open the cluster test lock file");
-    f.lock().expect("lock the cluster test lock file");
-    f
+    route_server_support::hold_lock(&lock_file())
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -872,7 +866,7 @@ impl Server {
         );
         let config = self.dir.path().join("traefik.yml");
         std::fs::write(&config, yaml).unwrap();
-        let mut cmd = self.ns.command(&traefik_bin());
+        let mut cmd = self.ns.command(&traefik_bin().display().to_string());
         cmd.arg(format!("--configFile={}", config.display()));
         let log = self.dir.path().join("traefik.log");
         self.traefik = Some(Proc::spawn(
@@ -1079,7 +1073,7 @@ impl Edge {
             String::from_utf8_lossy(&out.stderr)
         );
         let config = dir.path().join("traefik/traefik-edge.yml");
-        let mut cmd = ns.command(&traefik_bin());
+        let mut cmd = ns.command(&traefik_bin().display().to_string());
         cmd.arg(format!("--configFile={}", config.display()));
         let proc = Proc::spawn(cmd, dir.path().join("traefik.log"), "the edge Traefik");
         let mut e = Edge {
@@ -1227,23 +1221,6 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Clients
-
-/// The real Traefik binary: the first `traefik` on PATH that is an ELF file (a pyenv shim
-/// would put a wrapper process between the test and Traefik, and SIGKILL would miss Traefik).
-pub fn traefik_bin() -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("traefik");
-        let Ok(mut f) = std::fs::File::open(&candidate) else {
-            continue;
-        };
-        let mut magic = [0u8; 4];
-        if f.read_exact(&mut magic).is_ok() && &magic == b"\x7fELF" {
-            return candidate.display().to_string();
-        }
-    }
-    panic!("traefik (v3) not found on PATH; run scripts/test-env.sh install");
-}
 
 /// Writes, by hand, the etcd keys docs/cluster.md says a server writes to serve `host` (and
 /// its TCP `port`): the server entry, its Traefik services, the server's HTTP and TCP (SNI
