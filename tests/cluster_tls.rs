@@ -483,43 +483,16 @@ fn good_cluster(pki: &Pki, password_file: &Path) -> Value {
 /// `renet route-server` with `settings` (cluster from the file, no cluster flags), its own
 /// state folder, watching the sandbox's daemons; waits until it answers.
 fn start_route_server(sandbox: &Sandbox, settings: &Path) -> RouteServer {
-    let port = cluster_support::route_server_support::free_port();
     let stem = settings.file_stem().unwrap().to_string_lossy().to_string();
     let state = sandbox.scratch.path().join(format!("state-{stem}"));
-    let log = sandbox
-        .scratch
-        .path()
-        .join(format!("route-server-{stem}.log"));
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = Command::new(renet_bin())
-        .arg("route-server")
-        .arg("--settings")
-        .arg(settings)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--socket-dir")
-        .arg(sandbox.sockets.path())
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--data-dir")
-        .arg(sandbox.data.path())
-        .env("RENET_LOG", "info,renet=debug")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .expect("start renet route-server");
-    let mut rs = RouteServer { child, port, log };
-    wait_for(
-        "the route server to answer",
-        Duration::from_secs(20),
-        || {
-            if let Ok(Some(status)) = rs.child.try_wait() {
-                panic!("route server exited early ({status}):\n{}", rs.log_text());
-            }
-            rs.get("/health").map(|_| ())
-        },
-    );
-    rs
+    RouteServer::start_with(
+        sandbox,
+        cluster_support::route_server_support::free_port(),
+        settings,
+        &state,
+        &["--data-dir", &sandbox.data.path().display().to_string()],
+        "info,renet=debug",
+    )
 }
 
 /// `renet cluster status [--json]` with `settings`.

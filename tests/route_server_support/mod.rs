@@ -399,6 +399,26 @@ impl RouteServer {
 
     /// Like [`RouteServer::start_on`], with `RENET_LOG` set to `filter`.
     pub fn start_logged(sandbox: &Sandbox, port: u16, extra: &[&str], filter: &str) -> RouteServer {
+        Self::start_with(
+            sandbox,
+            port,
+            &sandbox.scratch.path().join("no-settings.json"),
+            sandbox.state.path(),
+            extra,
+            filter,
+        )
+    }
+
+    /// `renet route-server` on `port` with the settings file `settings` and the state folder
+    /// `state`, watching the sandbox's daemons, logging at `filter`; waits until it answers.
+    pub fn start_with(
+        sandbox: &Sandbox,
+        port: u16,
+        settings: &Path,
+        state: &Path,
+        extra: &[&str],
+        filter: &str,
+    ) -> RouteServer {
         let log = sandbox
             .scratch
             .path()
@@ -407,12 +427,12 @@ impl RouteServer {
         let child = Command::new(renet_bin())
             .arg("route-server")
             .arg("--settings")
-            .arg(sandbox.scratch.path().join("no-settings.json"))
+            .arg(settings)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--socket-dir")
             .arg(sandbox.sockets.path())
             .arg("--state-dir")
-            .arg(sandbox.state.path())
+            .arg(state)
             .args(extra)
             .env("RENET_LOG", filter)
             .stdin(Stdio::null())
