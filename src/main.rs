@@ -18,6 +18,21 @@ use renet::routing::server as route_server;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc it bundles
+/// (`c_src/mimalloc/v3/include/mimalloc.h` of libmimalloc-sys 0.1.49, pinned exactly in
+/// Cargo.toml because the crate does not name this option itself).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The route server gives freed memory back to the system at once instead of after mimalloc's
+/// default delay (1 s, longer for arenas): a rebuild frees a few megabytes, and with changes
+/// arriving faster than the delay that memory was never returned (RSS at the first snapshot of
+/// 5,000 containers: 115 MiB with the delay, 59 MiB without; rebuild times unchanged;
+/// docs/performance.md "(b'')").
+fn return_freed_memory_promptly() {
+    // SAFETY: sets one integer option of the allocator; valid at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "renet",
@@ -106,7 +121,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compose(args) => compose_command::run(args),
         Command::Ips(args) => compose_command::run_ips(args),
-        Command::RouteServer(args) => route_server::run(*args),
+        Command::RouteServer(args) => {
+            return_freed_memory_promptly();
+            route_server::run(*args)
+        }
         Command::Proxy(cmd) => proxy_config::run(cmd),
         Command::Claims(cmd) => claims_command::run(cmd),
         Command::Cluster(cmd) => renet::routing::cluster::command::run(cmd),
