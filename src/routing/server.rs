@@ -38,6 +38,9 @@ struct Builder {
     saves: tokio::sync::watch::Sender<Arc<Vec<Container>>>,
     /// In a cluster: the agent's view (a change rebuilds) and where the wanted resources go.
     cluster: Option<ClusterLink>,
+    /// The route builder that made the first snapshot: it keeps what it built, so the first
+    /// change after the start costs only what it touched, not a second full build.
+    routes: routes::RouteBuilder,
 }
 
 /// The builder's two channels to the cluster agent.
@@ -431,6 +434,7 @@ pub async fn serve(
             dynamic_file: config.dynamic_file.clone(),
             saves,
             cluster,
+            routes: first.2,
         },
         stamp,
     ));
@@ -456,20 +460,21 @@ pub async fn serve(
 }
 
 /// Builds a snapshot from the current container set, off the async worker threads.
-/// Returns the snapshot and the containers it was built from.
+/// Returns the snapshot, the containers it was built from, and the builder (for the next
+/// builds).
 async fn build_snapshot(
     discovery: &Discovery,
     settings: &RouteSettings,
     claims: &Claims,
     cluster: Option<Arc<ClusterView>>,
-) -> Result<(routes::Snapshot, Vec<Container>)> {
+) -> Result<(routes::Snapshot, Vec<Container>, routes::RouteBuilder)> {
     let containers = discovery.containers();
     let (settings, claims) = (settings.clone(), claims.clone());
     tokio::task::spawn_blocking(move || {
         let mut builder = routes::RouteBuilder::default();
         builder.set_cluster_view(cluster);
         let snapshot = builder.build(&containers, &settings, &claims);
-        (snapshot, containers)
+        (snapshot, containers, builder)
     })
     .await
     .context("route building panicked")
@@ -504,12 +509,13 @@ async fn builder_loop(
         dynamic_file,
         saves,
         mut cluster,
+        routes: first_builder,
     } = builder;
     let discovery = state.discovery.clone();
     let mut generation = 0u64;
     let mut claims = claims_of(&state.current().snapshot);
     let mut last_live = last_containers.clone();
-    let mut route_builder: Option<routes::RouteBuilder> = None;
+    let mut route_builder = Some(first_builder);
     loop {
         let wake = lingering
             .next_expiry()
