@@ -38,8 +38,6 @@ pub use route_server_support::{
     http_get, renet_bin, repo_root, tcp_exchange, traefik_bin, wait_for,
 };
 
-pub const IMAGE: &str = "renet-test/busybox:latest";
-
 /// The third octet of the test network, 198.18.<net>.0/24: 72 unless `RENET_CLUSTER_NET` says
 /// otherwise. Names, links, the lock file and temporary folders follow it, so a bench run on
 /// another network (`RENET_CLUSTER_NET=76 cargo bench --bench cluster_edge`) neither meets nor
@@ -287,6 +285,24 @@ impl Netns {
     }
 
     /// HTTP GET from inside the namespace (its loopback services: route server, Traefik API).
+    /// Starts `cmd` (a command of this namespace) logging to `log`, and waits until `url`
+    /// answers inside the namespace; fails at once if the process exits meanwhile.
+    pub fn spawn_answering(
+        &self,
+        cmd: Command,
+        log: PathBuf,
+        what: &str,
+        url: &str,
+        timeout: Duration,
+    ) -> Proc {
+        let mut proc = Proc::spawn(cmd, log, what);
+        wait_for(what, timeout, || {
+            proc.assert_alive();
+            self.http_get(url).map(|_| ())
+        });
+        proc
+    }
+
     pub fn http_get(&self, url: &str) -> Result<(u16, String), String> {
         let out = self
             .command("curl")
@@ -758,20 +774,12 @@ impl Site {
             serve.push_str(&format!("httpd -p {ip}:{p} -h /w && "));
         }
         serve.push_str(&format!("exec httpd -f -p {ip}:8080 -h /w"));
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            "--network".into(),
-            "host".into(),
-            "--name".into(),
-            name.into(),
-        ];
-        for (k, v) in labels {
-            args.push("--label".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend([IMAGE.into(), "sh".into(), "-c".into(), serve]);
-        args
+        route_server_support::docker_run_args(
+            name,
+            &labels,
+            &[],
+            &["sh".into(), "-c".into(), serve],
+        )
     }
 }
 
@@ -869,22 +877,13 @@ impl Server {
         let mut cmd = self.ns.command(&traefik_bin().display().to_string());
         cmd.arg(format!("--configFile={}", config.display()));
         let log = self.dir.path().join("traefik.log");
-        self.traefik = Some(Proc::spawn(
+        self.traefik = Some(self.ns.spawn_answering(
             cmd,
             log,
             &format!("traefik of server {}", self.name),
-        ));
-        let ns = &self.ns;
-        let t = self.traefik.as_mut().unwrap();
-        wait_for(
-            &format!("Traefik of server {}", ns.name),
+            &format!("http://{TRAEFIK_API}/ping"),
             Duration::from_secs(30),
-            || {
-                t.assert_alive();
-                ns.http_get(&format!("http://{TRAEFIK_API}/ping"))
-                    .map(|_| ())
-            },
-        );
+        ));
     }
 
     /// Starts the repo daemon of network `n` on this server and imports the test image.
@@ -970,22 +969,13 @@ impl Server {
                 .args(["--cluster-address", self.address()]);
         }
         let log = self.dir.path().join("route-server.log");
-        self.route_server = Some(Proc::spawn(
+        self.route_server = Some(self.ns.spawn_answering(
             cmd,
             log,
             &format!("route server of {}", self.name),
-        ));
-        let ns = &self.ns;
-        let rs = self.route_server.as_mut().unwrap();
-        wait_for(
-            &format!("the route server of {}", ns.name),
+            &format!("http://{ROUTE_SERVER}/health"),
             Duration::from_secs(20),
-            || {
-                rs.assert_alive();
-                ns.http_get(&format!("http://{ROUTE_SERVER}/health"))
-                    .map(|_| ())
-            },
-        );
+        ));
     }
 
     /// `/health` of the route server.
@@ -1075,21 +1065,19 @@ impl Edge {
         let config = dir.path().join("traefik/traefik-edge.yml");
         let mut cmd = ns.command(&traefik_bin().display().to_string());
         cmd.arg(format!("--configFile={}", config.display()));
-        let proc = Proc::spawn(cmd, dir.path().join("traefik.log"), "the edge Traefik");
-        let mut e = Edge {
+        let proc = ns.spawn_answering(
+            cmd,
+            dir.path().join("traefik.log"),
+            "the edge Traefik",
+            &format!("http://{TRAEFIK_API}/ping"),
+            Duration::from_secs(30),
+        );
+        Edge {
             proc,
             dir,
             config,
             ns,
-        };
-        let ns = &e.ns;
-        let p = &mut e.proc;
-        wait_for("the edge Traefik", Duration::from_secs(30), || {
-            p.assert_alive();
-            ns.http_get(&format!("http://{TRAEFIK_API}/ping"))
-                .map(|_| ())
-        });
-        e
+        }
     }
 
     /// Traefik's `/api/rawdata` of the edge.

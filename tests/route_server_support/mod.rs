@@ -315,24 +315,36 @@ impl Daemon {
         opts: &[&str],
         cmd: &[String],
     ) -> String {
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            "--network".into(),
-            "host".into(),
-            "--name".into(),
-            name.into(),
-        ];
-        for (k, v) in labels {
-            args.push("--label".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend(opts.iter().map(|s| s.to_string()));
-        args.push(IMAGE.into());
-        args.extend(cmd.iter().cloned());
+        let args = docker_run_args(name, labels, opts, cmd);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.docker_ok(&args)
     }
+}
+
+/// The arguments of `docker run -d --network host --name NAME` with these labels, extra
+/// `docker run` options `opts`, the test image and its command `cmd`.
+pub fn docker_run_args<K: std::fmt::Display, V: std::fmt::Display>(
+    name: &str,
+    labels: &[(K, V)],
+    opts: &[&str],
+    cmd: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--network".into(),
+        "host".into(),
+        "--name".into(),
+        name.into(),
+    ];
+    for (k, v) in labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.extend(opts.iter().map(|s| s.to_string()));
+    args.push(IMAGE.into());
+    args.extend(cmd.iter().cloned());
+    args
 }
 
 impl Drop for Daemon {
