@@ -187,12 +187,7 @@ async fn status(place: EtcdPlace, as_json: bool) -> Result<u8> {
             s["https_port"]
         )?;
         for e in s["serving"].as_array().into_iter().flatten() {
-            writeln!(
-                out,
-                "  {}  network {}",
-                e["resource"].as_str().unwrap_or(""),
-                e["network_id"]
-            )?;
+            write_resource_line(&mut out, e)?;
         }
     }
     let unserved = doc["owned_not_served"]
@@ -201,13 +196,8 @@ async fn status(place: EtcdPlace, as_json: bool) -> Result<u8> {
         .unwrap_or_default();
     if !unserved.is_empty() {
         writeln!(out, "owned, not served now:")?;
-        for e in unserved {
-            writeln!(
-                out,
-                "  {}  network {}",
-                e["resource"].as_str().unwrap_or(""),
-                e["network_id"]
-            )?;
+        for e in &unserved {
+            write_resource_line(&mut out, e)?;
         }
     }
     let conflicts = doc["conflicts"].as_array().cloned().unwrap_or_default();
@@ -220,6 +210,16 @@ async fn status(place: EtcdPlace, as_json: bool) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// One resource of the status listing: `  <resource>  network <id>`.
+fn write_resource_line(out: &mut impl Write, e: &serde_json::Value) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  {}  network {}",
+        e["resource"].as_str().unwrap_or(""),
+        e["network_id"]
+    )
 }
 
 async fn release(place: EtcdPlace, kind: &str, what: &str) -> Result<u8> {
