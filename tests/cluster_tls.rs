@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use cluster_support::route_server_support::traefik_bin;
 use cluster_support::route_server_support::{
-    Daemon, RouteServer, Sandbox, http_get, renet_bin, slot_ip, wait_for, web,
+    Daemon, RouteServer, Sandbox, free_port_on, http_get, renet_bin, slot_ip, wait_for, web,
 };
 use cluster_support::{Proc, tail};
 use serde_json::{Value, json};
@@ -92,15 +92,6 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A loopback TCP port on `ip` that was free a moment ago.
-fn free_port_on(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_mode(path: &Path, content: &str, mode: u32) {

@@ -10,7 +10,7 @@ mod route_server_support;
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,29 +18,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use route_server_support::traefik_bin;
+use route_server_support::{free_port_on_all, traefik_bin};
 
 static TRAEFIK_LOCK: Mutex<()> = Mutex::new(());
 const TOKEN: &str = "cf-Test_token-0123456789abcdef";
 
 fn renet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_renet"))
-}
-
-fn free_tcp(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn has_ipv6_loopback() -> bool {
@@ -192,31 +176,8 @@ struct Ports {
 
 impl Ports {
     fn pick(ips: &[&str]) -> Ports {
-        // A port free on 127.0.0.1 is checked on the other addresses too.
-        let free_on_all = |udp: bool| loop {
-            let p = if udp {
-                free_udp("127.0.0.1")
-            } else {
-                free_tcp("127.0.0.1")
-            };
-            let ok = ips.iter().all(|ip| {
-                if udp {
-                    UdpSocket::bind((*ip, p)).is_ok()
-                } else {
-                    TcpListener::bind((*ip, p)).is_ok()
-                }
-            });
-            if ok {
-                return p;
-            }
-        };
-        let mut seen = BTreeSet::new();
-        let mut next = |udp| loop {
-            let p = free_on_all(udp);
-            if seen.insert(p) {
-                return p;
-            }
-        };
+        // Every port is free on all the addresses, and no two of them are the same.
+        let next = |udp| free_port_on_all(ips, udp);
         Ports {
             http: next(false),
             https: next(false),

@@ -33,11 +33,7 @@ impl Drop for RepoDown<'_> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::free_ports::free_port_on("127.0.0.1")
 }
 
 fn curl(args: &[&str]) -> Option<String> {

@@ -2,6 +2,8 @@
 //! daemons started by `scripts/test-env.sh`, and running commands with clear failure output.
 #![allow(dead_code)]
 
+pub mod free_ports;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use renet::addresses::NetworkId;
 
+#[path = "../common/free_ports.rs"]
+mod free_ports;
+#[allow(unused_imports)] // not every test binary uses both
+pub use free_ports::{free_port_on, free_port_on_all};
+
 pub const IMAGE: &str = "renet-test/busybox:latest";
 pub const LOCK_FILE: &str = "/tmp/renet-route-server-tests.lock";
 
@@ -108,15 +113,6 @@ pub fn traefik_bin() -> PathBuf {
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
-}
-
-/// A TCP port of `ip` that was free a moment ago.
-pub fn free_port_on(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `f` until it returns Some, or panics with `what` and the last observation.
