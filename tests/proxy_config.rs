@@ -301,7 +301,10 @@ fn traefik_starts_with_exactly_the_ipv4_entrypoints() {
         "{yml}"
     );
     assert!(!yml.contains("/routes.yaml"), "{yml}");
-    assert!(yml.contains("renet-retry@file"), "{yml}");
+    assert!(
+        yml.contains("- renet-replay@file\n") && yml.contains("- renet-retry@file\n"),
+        "{yml}"
+    );
     let defaults = std::fs::read_to_string(dynamic.join("renet-defaults.yaml")).unwrap();
     assert!(defaults.contains("retry:"), "{defaults}");
     let saved: serde_json::Value =

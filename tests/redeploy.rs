@@ -1,7 +1,9 @@
-//! Redeploys on real parts (docs/performance.md, "Redeploys"): a client sends requests through
+//! Redeploys on real parts (docs/performance.md, "Redeploys"): clients send requests through
 //! real Traefik in a loop while the routed container is recreated the way compose does it
-//! (stop, remove, create, start on the same service IP), and gets no error; a container that
-//! does not come back loses its route once the grace period is over. Traefik reads the route
+//! (stop, remove, create, start on the same service IP), and get no error — also when every
+//! request takes a while and the service ignores its stop signal, so that `docker stop` kills
+//! it with requests in hand unless the route server drained it first; a container that does
+//! not come back loses its route once the grace period is over. Traefik reads the route
 //! server's dynamic file through its file provider (the push mechanism), with the retry
 //! middleware `renet proxy config` puts on the entrypoints.
 
@@ -9,6 +11,7 @@ mod route_server_support;
 
 use std::time::{Duration, Instant};
 
+use renet::host::proxy_config;
 use route_server_support::*;
 
 const N: u32 = 3968;
@@ -34,6 +37,172 @@ fn run_web(d: &Daemon) {
     );
 }
 
+/// A web service whose `/cgi-bin/slow` answers after `delay` (busybox httpd runs it as CGI);
+/// httpd is PID 1 without a handler for SIGTERM, so it ignores the stop signal until the
+/// SIGKILL, as many real services do.
+fn slow_web(ip: std::net::Ipv4Addr, port: u16, marker: &str, delay: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mkdir -p /w/cgi-bin && printf '#!/bin/sh\\nsleep {delay}\\necho Content-Type: text/plain\\necho\\necho {marker}\\n' > /w/cgi-bin/slow && chmod +x /w/cgi-bin/slow && exec httpd -f -p {ip}:{port} -h /w"
+        ),
+    ]
+}
+
+/// Traefik as `renet proxy config` sets it up for pushed routes: the file provider on the
+/// route server's dynamic folder, its throttle, and the retry middleware on the entrypoint.
+fn traefik_on_dynamic_folder(
+    sb: &Sandbox,
+    dynamic: &std::path::Path,
+    throttle: &str,
+) -> (Traefik, u16) {
+    std::fs::write(
+        dynamic.join(proxy_config::DEFAULTS_FILE),
+        proxy_config::defaults_dynamic_yaml(),
+    )
+    .unwrap();
+    let (web_port, api) = (free_port(), free_port());
+    let middlewares = serde_json::to_string(&proxy_config::RETRY_MIDDLEWARES).unwrap();
+    let static_yaml = format!(
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:{web_port}\"\n    asDefault: true\n    http:\n      middlewares: {middlewares}\n  traefik:\n    address: \"127.0.0.1:{api}\"\n\
+         api:\n  insecure: true\n\
+         providers:\n  providersThrottleDuration: \"{throttle}\"\n  file:\n    directory: \"{}\"\n    watch: true\n\
+         log:\n  level: INFO\n",
+        dynamic.display()
+    );
+    (
+        Traefik::start(sb.scratch.path(), api, &static_yaml),
+        web_port,
+    )
+}
+
+/// The case the grace period and the retries of closed ports alone cannot cover: every request
+/// takes 300 ms, the service ignores SIGTERM, and `docker stop` (the container's own stop
+/// timeout, as compose sets it from `stop_grace_period`) kills it while clients keep requests
+/// in flight. The GETs it held at the SIGKILL are answered 502 by Traefik and replayed by
+/// `renet-replay` once the replacement answers; the POSTs it held are not replayed (they may
+/// have acted): their clients see the 502, and nothing else fails.
+#[test]
+fn a_slow_service_killed_by_docker_stop_loses_no_idempotent_request_when_recreated() {
+    let _lock = exclusive();
+    let sb = Sandbox::new();
+    let d = Daemon::start(&sb, N);
+    let dynamic = sb.scratch.path().join("dynamic");
+    std::fs::create_dir_all(&dynamic).unwrap();
+    let routes_file = dynamic.join(proxy_config::ROUTES_FILE);
+    let rs = RouteServer::start(&sb, &["--dynamic-file", routes_file.to_str().unwrap()]);
+    let (traefik, web_port) = traefik_on_dynamic_folder(&sb, &dynamic, "500ms");
+    let ip = slot_ip(N, 1);
+    let run = || {
+        d.run_service(
+            "slow",
+            "slow",
+            1,
+            &[
+                ("traefik.enable", "true".into()),
+                (
+                    "traefik.http.routers.slow.rule",
+                    "Host(`slow.test.example`)".into(),
+                ),
+                (
+                    "traefik.http.services.slow.loadbalancer.server.port",
+                    "8080".into(),
+                ),
+            ],
+            &["--stop-timeout", "3"],
+            &slow_web(ip, 8080, "slow-web", "0.3"),
+        )
+    };
+    run();
+    let send = move |method: &str| {
+        http_request(
+            &format!("127.0.0.1:{web_port}"),
+            method,
+            "/cgi-bin/slow",
+            Some("slow.test.example"),
+        )
+    };
+    wait_for(
+        "the slow route through Traefik",
+        Duration::from_secs(30),
+        || match send("GET") {
+            Ok((200, body)) if body.contains("slow-web") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // Four clients send GETs back to back, three send POSTs.
+    let clients: Vec<_> = ["GET", "GET", "GET", "GET", "POST", "POST", "POST"]
+        .into_iter()
+        .map(|method| {
+            std::thread::spawn(move || {
+                let mut results = Vec::new();
+                let until = Instant::now() + Duration::from_secs(9);
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    let r = send(method);
+                    results.push((method, sent, sent.elapsed(), r));
+                }
+                results
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let stop_started = Instant::now();
+    d.docker_ok(&["stop", "slow"]);
+    let stopped_after = stop_started.elapsed();
+    d.docker_ok(&["rm", "slow"]);
+    run();
+    let results: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let failed = |method: &str| -> Vec<String> {
+        results
+            .iter()
+            .filter(|(m, _, _, r)| {
+                *m == method && !matches!(r, Ok((200, body)) if body.contains("slow-web"))
+            })
+            .map(|(_, sent, took, r)| {
+                format!(
+                    "{r:?} sent {:?} after the stop began, answered in {took:?}",
+                    sent.saturating_duration_since(stop_started)
+                )
+            })
+            .collect()
+    };
+    let (gets_failed, posts_failed) = (failed("GET"), failed("POST"));
+    println!(
+        "{} slow requests during the recreate (stop took {stopped_after:?}); failed: {} GET, {} \
+         POST",
+        results.len(),
+        gets_failed.len(),
+        posts_failed.len()
+    );
+    assert!(
+        stopped_after >= Duration::from_millis(2900),
+        "httpd ignores SIGTERM, so docker stop waits the stop timeout: {stopped_after:?}"
+    );
+    assert!(
+        results.len() > 100,
+        "the clients kept sending: {}",
+        results.len()
+    );
+    assert!(
+        gets_failed.is_empty(),
+        "failed GETs: {gets_failed:?}\n{}\n{}",
+        traefik.log_text(),
+        rs.log_text()
+    );
+    // The POSTs in hand at the SIGKILL: not replayed, so their clients see Traefik's 502.
+    assert!(
+        !posts_failed.is_empty() && posts_failed.iter().all(|f| f.starts_with("Ok((502,")),
+        "POSTs the killed process held are answered 502, not sent twice: {posts_failed:?}"
+    );
+    d.docker_ok(&["rm", "-f", "slow"]);
+}
+
 #[test]
 fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
     let _lock = exclusive();
@@ -41,12 +210,7 @@ fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
     let d = Daemon::start(&sb, N);
     let dynamic = sb.scratch.path().join("dynamic");
     std::fs::create_dir_all(&dynamic).unwrap();
-    std::fs::write(
-        dynamic.join("renet-defaults.yaml"),
-        "http:\n  middlewares:\n    renet-retry:\n      retry:\n        attempts: 12\n        initialInterval: \"100ms\"\n",
-    )
-    .unwrap();
-    let routes_file = dynamic.join("routes.yaml");
+    let routes_file = dynamic.join(proxy_config::ROUTES_FILE);
     let rs_port = free_port();
     let rs = RouteServer::start_on(
         &sb,
@@ -58,15 +222,7 @@ fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
             routes_file.to_str().unwrap(),
         ],
     );
-    let (web_port, api) = (free_port(), free_port());
-    let static_yaml = format!(
-        "entryPoints:\n  web:\n    address: \"127.0.0.1:{web_port}\"\n    asDefault: true\n    http:\n      middlewares: [\"renet-retry@file\"]\n  traefik:\n    address: \"127.0.0.1:{api}\"\n\
-         api:\n  insecure: true\n\
-         providers:\n  providersThrottleDuration: \"0s\"\n  file:\n    directory: \"{}\"\n    watch: true\n\
-         log:\n  level: INFO\n",
-        dynamic.display()
-    );
-    let traefik = Traefik::start(sb.scratch.path(), api, &static_yaml);
+    let (traefik, web_port) = traefik_on_dynamic_folder(&sb, &dynamic, "0s");
     run_web(&d);
     let get = || {
         http_get(

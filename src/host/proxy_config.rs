@@ -27,15 +27,42 @@ pub const DYNAMIC_DIR: &str = "dynamic";
 pub const ROUTES_FILE: &str = "routes.yaml";
 /// renet's own dynamic configuration there (the entrypoints' retry middleware).
 pub const DEFAULTS_FILE: &str = "renet-defaults.yaml";
-/// The retry middleware every HTTP entrypoint uses, so a request that finds a recreated
-/// container's port closed is retried until the new one answers (docs/performance.md,
-/// "Redeploys"). Traefik retries only on network errors, and only idempotent methods unless
-/// told otherwise.
-pub const RETRY_MIDDLEWARE: &str = "renet-retry@file";
-/// Retry attempts and the first backoff interval: with exponential backoff, 10 attempts
-/// cover about 10 s, longer than a typical recreate.
-const RETRY_ATTEMPTS: u32 = 10;
+/// The retry middlewares every HTTP entrypoint uses, outermost first (docs/performance.md,
+/// "Redeploys"; Traefik ≥ 3.7, whose `retry` middleware has `status` and `timeout`). Both
+/// follow Traefik's own retry semantics:
+/// - `renet-replay`: an idempotent request (every method but POST, PATCH and LOCK, with a body
+///   of at most [`REPLAY_MAX_BODY_BYTES`]) answered 502 — the backend dropped it with the
+///   connection, as a process killed by `docker stop` does with the requests it holds — is
+///   sent once more. POST, PATCH and LOCK are never sent twice.
+/// - `renet-retry`: a request that could not be sent at all (the port is closed while compose
+///   recreates the container) is retried with backoff until the replacement answers, for at
+///   most [`RETRY_TIMEOUT`]; Traefik never resends a request after it wrote a byte of it.
+pub const RETRY_MIDDLEWARES: [&str; 2] = ["renet-replay@file", "renet-retry@file"];
+/// How long a request that finds the port closed is retried. Traefik's backoff grows from
+/// the initial interval to twice it over all attempts (100 attempts from 100 ms: about 14 s
+/// of waits), so the timeout is what bounds it. The old default, 10 attempts, covered only
+/// about 1.3 s — shorter than many recreates.
+pub const RETRY_TIMEOUT: &str = "10s";
+const RETRY_ATTEMPTS: u32 = 100;
 const RETRY_INITIAL_INTERVAL: &str = "100ms";
+/// Request bodies up to this size are kept for a replay; a larger body goes through
+/// unbuffered and without a replay (every buffered byte is Traefik memory, per request).
+pub const REPLAY_MAX_BODY_BYTES: u32 = 64 * 1024;
+
+/// renet's own dynamic configuration (`renet-defaults.yaml` in the file provider's folder):
+/// the two retry middlewares of [`RETRY_MIDDLEWARES`].
+pub fn defaults_dynamic_yaml() -> String {
+    format!(
+        "# renet's own dynamic configuration, written by `renet proxy config`.\n\
+         http:\n  middlewares:\n\
+         \x20   renet-replay:\n      retry:\n        attempts: 2\n        initialInterval: \"{RETRY_INITIAL_INTERVAL}\"\n\
+         \x20       timeout: \"{RETRY_TIMEOUT}\"\n        status: [\"502\"]\n        disableRetryOnNetworkError: true\n\
+         \x20       maxRequestBodyBytes: {REPLAY_MAX_BODY_BYTES}\n\
+         \x20   renet-retry:\n      retry:\n        attempts: {RETRY_ATTEMPTS}\n        initialInterval: \"{RETRY_INITIAL_INTERVAL}\"\n\
+         \x20       timeout: \"{RETRY_TIMEOUT}\"\n"
+    )
+}
+
 /// Traefik applies a provider's next configuration at most this often (the first change
 /// after a quiet spell is applied at once).
 const PROVIDERS_THROTTLE: &str = "500ms";
@@ -899,7 +926,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
             http.insert("tls".into(), json!({}));
         }
         if ep.default && ep.redirect_to.is_none() {
-            http.insert("middlewares".into(), json!([RETRY_MIDDLEWARE]));
+            http.insert("middlewares".into(), json!(RETRY_MIDDLEWARES));
         }
         if ep.http {
             http.extend(http_hardening());
@@ -968,10 +995,7 @@ pub fn render(s: &Settings, paths: &OutputPaths) -> Rendered {
     static_config
         .push_str(&serde_yaml::to_string(&Value::Object(doc)).expect("JSON values serialize"));
 
-    let defaults_dynamic = format!(
-        "# renet's own dynamic configuration, written by `renet proxy config`.\n\
-         http:\n  middlewares:\n    renet-retry:\n      retry:\n        attempts: {RETRY_ATTEMPTS}\n        initialInterval: \"{RETRY_INITIAL_INTERVAL}\"\n"
-    );
+    let defaults_dynamic = defaults_dynamic_yaml();
     Rendered {
         static_config,
         defaults_dynamic,
@@ -1191,6 +1215,27 @@ pub(crate) fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_middlewares_replay_dropped_idempotent_requests_and_wait_for_closed_ports() {
+        let v: serde_json::Value = serde_yaml::from_str(&defaults_dynamic_yaml()).unwrap();
+        let m = &v["http"]["middlewares"];
+        assert_eq!(
+            m["renet-replay"]["retry"],
+            json!({
+                "attempts": 2, "initialInterval": "100ms", "timeout": "10s", "status": ["502"],
+                "disableRetryOnNetworkError": true, "maxRequestBodyBytes": 65536
+            })
+        );
+        assert_eq!(
+            m["renet-retry"]["retry"],
+            json!({"attempts": 100, "initialInterval": "100ms", "timeout": "10s"})
+        );
+        for name in RETRY_MIDDLEWARES {
+            let name = name.strip_suffix("@file").unwrap();
+            assert!(m[name].is_object(), "{name} is defined");
+        }
+    }
 
     fn paths() -> OutputPaths {
         OutputPaths {

@@ -607,12 +607,22 @@ fn connect(addr: &str) -> Result<TcpStream, String> {
 /// A minimal HTTP/1.0 GET (the server closes the connection after the answer), with an
 /// optional Host header. Returns status and body.
 pub fn http_get(addr: &str, path: &str, host: Option<&str>) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path, host)
+}
+
+/// An HTTP/1.0 request without a body: `(status, body)`.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+) -> Result<(u16, String), String> {
     let mut s = connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let host = host.unwrap_or(addr);
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
