@@ -460,6 +460,27 @@ fn bad_input_is_an_error_and_writes_nothing() {
     }
 }
 
+/// The generated entrypoints' retry middlewares need Traefik 3.7 (`status`, `timeout`); an
+/// older Traefik would reject renet's whole defaults file and break every HTTP router.
+#[test]
+fn a_traefik_older_than_3_7_is_refused_and_nothing_is_written() {
+    let setup = Setup::new();
+    let bin = tempfile::tempdir().unwrap();
+    let old = bin.path().join("traefik");
+    std::fs::write(&old, "#!/bin/sh\necho 'Version:      3.6.2'\n").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = setup.run(&["--traefik-bin", old.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Traefik 3.6.2") && stderr.contains("3.7 or later"),
+        "{stderr}"
+    );
+    assert!(!setup.settings().exists() && !setup.out_dir().exists());
+    // The real one (3.7 or later, installed by scripts/test-env.sh) is accepted.
+    setup.run_ok(&["--traefik-bin", traefik_bin().to_str().unwrap()]);
+}
+
 #[test]
 fn a_corrupt_settings_file_is_an_error_and_kept() {
     let setup = Setup::new();

@@ -49,6 +49,61 @@ const RETRY_INITIAL_INTERVAL: &str = "100ms";
 /// unbuffered and without a replay (every buffered byte is Traefik memory, per request).
 pub const REPLAY_MAX_BODY_BYTES: u32 = 64 * 1024;
 
+/// The oldest Traefik the generated configuration works with: the retry middlewares'
+/// `status` and `timeout` are new in 3.7.0, and an older Traefik rejects the whole defaults
+/// file, which would leave every HTTP router without its entrypoint's middlewares.
+pub const MIN_TRAEFIK: (u32, u32) = (3, 7);
+
+/// `traefik version`'s `Version:` line as (major, minor, patch).
+pub fn parse_traefik_version(output: &str) -> Option<(u32, u32, u32)> {
+    let v = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))?
+        .trim()
+        .trim_start_matches('v');
+    let mut parts = v.split(['.', '-', '+']).map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// Refuses a Traefik older than [`MIN_TRAEFIK`] at `bin`; a note when it cannot be asked (not
+/// installed yet, or its answer is not understood): the files are still written.
+fn check_traefik_version(bin: &Path) -> Result<Option<String>> {
+    let out = match std::process::Command::new(bin).arg("version").output() {
+        Ok(out) if out.status.success() => out,
+        _ => {
+            return Ok(Some(format!(
+                "note: could not run `{} version`; install Traefik {}.{} or later there before \
+                 starting {TRAEFIK_UNIT}",
+                bin.display(),
+                MIN_TRAEFIK.0,
+                MIN_TRAEFIK.1
+            )));
+        }
+    };
+    match parse_traefik_version(&String::from_utf8_lossy(&out.stdout)) {
+        Some((major, minor, patch)) if (major, minor) < MIN_TRAEFIK => bail!(
+            "renet proxy config: {} is Traefik {major}.{minor}.{patch}; the generated entrypoints \
+             need {}.{} or later (their retry middlewares use `status` and `timeout`). Install a \
+             newer Traefik, or point --traefik-bin at one; nothing was written",
+            bin.display(),
+            MIN_TRAEFIK.0,
+            MIN_TRAEFIK.1
+        ),
+        Some(_) => Ok(None),
+        None => Ok(Some(format!(
+            "note: `{} version` names no version renet understands; Traefik {}.{} or later is \
+             needed",
+            bin.display(),
+            MIN_TRAEFIK.0,
+            MIN_TRAEFIK.1
+        ))),
+    }
+}
+
 /// renet's own dynamic configuration (`renet-defaults.yaml` in the file provider's folder):
 /// the two retry middlewares of [`RETRY_MIDDLEWARES`].
 pub fn defaults_dynamic_yaml() -> String {
@@ -360,6 +415,9 @@ pub fn config(args: &ConfigArgs) -> Result<Vec<String>> {
     let rendered = render(&settings, &paths);
 
     let mut report = Vec::new();
+    if let Some(note) = check_traefik_version(&paths.traefik_bin)? {
+        report.push(note);
+    }
     let mut settings_text = serde_json::to_string_pretty(&settings)?;
     settings_text.push('\n');
     write_file(&settings_path, settings_text.as_bytes(), None)?;
@@ -1215,6 +1273,19 @@ pub(crate) fn write_file(path: &Path, body: &[u8], mode: Option<u32>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traefik_versions_are_read_from_its_version_command() {
+        let out = "Version:      3.7.15\nCodename:     x\nGo version:   go1.25\n";
+        assert_eq!(parse_traefik_version(out), Some((3, 7, 15)));
+        assert_eq!(
+            parse_traefik_version("Version: v3.6.0-rc1\n"),
+            Some((3, 6, 0))
+        );
+        assert_eq!(parse_traefik_version("Version: 2.11\n"), Some((2, 11, 0)));
+        assert_eq!(parse_traefik_version("traefik\n"), None);
+        assert!((3, 6) < MIN_TRAEFIK && (3, 7) >= MIN_TRAEFIK && (4, 0) >= MIN_TRAEFIK);
+    }
 
     #[test]
     fn the_retry_middlewares_replay_dropped_idempotent_requests_and_wait_for_closed_ports() {
