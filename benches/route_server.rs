@@ -31,11 +31,32 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 const DISCOVERY_ITERATIONS: usize = 40;
+/// The scale part's size: 200 daemons × 25 containers, and 500 toggles (each is two changes,
+/// `die` then `start`: the 1,000 changes of issue 10's memory target). `RS_DAEMONS`,
+/// `RS_PER_DAEMON` and `RS_TOGGLES` change them, to see which part of the route server's
+/// memory grows with daemons and which with containers.
 const DAEMONS: u32 = 200;
 const PER_DAEMON: u32 = 25;
-/// Each toggle is two changes (`die`, then `start`): 500 toggles are the 1,000 changes of
-/// issue 10's memory target.
 const TOGGLES: usize = 500;
+
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn daemon_count() -> u32 {
+    knob("RS_DAEMONS", DAEMONS)
+}
+
+fn per_daemon() -> u32 {
+    knob("RS_PER_DAEMON", PER_DAEMON)
+}
+
+fn toggles() -> usize {
+    knob("RS_TOGGLES", TOGGLES)
+}
 const WRK_SECONDS: u32 = 8;
 const MS: Duration = Duration::from_millis(1);
 
@@ -74,6 +95,25 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The route server's resident memory split (anonymous: heap and stacks; file: the mapped
+/// binary and libraries) and its thread count, from `/proc/<pid>/status`.
+fn memory_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "RssAnon {}, RssFile {}, threads {}",
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:")
+    )
 }
 
 /// Polls without sleeping (a bare loop over loopback HTTP) until `f` holds; the bench wants
@@ -262,7 +302,7 @@ fn fake_labels(n: NetworkId, j: u32) -> BTreeMap<String, String> {
 fn fake_daemon(n: NetworkId) -> FakeDaemon {
     FakeDaemon {
         id: n,
-        containers: (0..PER_DAEMON)
+        containers: (0..per_daemon())
             .map(|j| (container_id(n, j), format!("c{j}"), fake_labels(n, j)))
             .collect(),
         stopped: Mutex::new(HashSet::new()),
@@ -342,7 +382,7 @@ async fn fake_api(State(d): State<Arc<FakeDaemon>>, uri: Uri) -> Response {
 
 fn scale(with_wrk: bool) {
     let sb = Sandbox::new();
-    let ids: Vec<NetworkId> = (0..DAEMONS)
+    let ids: Vec<NetworkId> = (0..daemon_count())
         .map(|k| NetworkId::new(2816 + 64 * k).unwrap())
         .collect();
     let daemons: Vec<Arc<FakeDaemon>> = ids.iter().map(|n| Arc::new(fake_daemon(*n))).collect();
@@ -376,11 +416,13 @@ fn scale(with_wrk: bool) {
         ports = snap.ports;
     }
     println!(
-        "## (b) {DAEMONS} daemons × {PER_DAEMON} containers ({} containers, {} tier 2)",
+        "## (b) {} daemons × {} containers ({} containers, {} tier 2)",
+        daemon_count(),
+        per_daemon(),
         containers.len(),
         containers.len() / 5
     );
-    stats("routes::build in process (5000 containers)", builds);
+    stats("routes::build in process", builds);
 
     // The synthetic daemons, served from this process.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -423,7 +465,7 @@ fn scale(with_wrk: bool) {
             .and_then(|h| h["routers"].as_u64())
             .unwrap_or(0)
     };
-    let full = (DAEMONS * PER_DAEMON) as u64;
+    let full = (daemon_count() * per_daemon()) as u64;
     assert!(
         poll_until(Duration::from_secs(60), MS, || routers() == full),
         "never reached {full} routers; log:\n{}",
@@ -435,15 +477,16 @@ fn scale(with_wrk: bool) {
     );
     let body = rs.get("/routes.yaml").unwrap();
     println!(
-        "route server RSS with the full snapshot: {} MiB; /routes.yaml is {} KiB",
+        "route server RSS with the full snapshot: {} MiB ({}); /routes.yaml is {} KiB",
         rss_kib(rs.child.id()) / 1024,
+        memory_breakdown(rs.child.id()),
         body.len() / 1024
     );
 
     let (mut down, mut up) = (vec![], vec![]);
-    for i in 0..TOGGLES {
+    for i in 0..toggles() {
         let d = &daemons[(i * 7) % daemons.len()];
-        let (id, _, _) = &d.containers[1 + i % (PER_DAEMON as usize - 1)];
+        let (id, _, _) = &d.containers[1 + i % (per_daemon() as usize - 1).max(1)];
         let event = |action: &str| {
             json!({"Type": "container", "Action": action, "Actor": {"ID": id, "Attributes": {}},
                    "scope": "local", "time": 0, "timeNano": 0})
@@ -466,6 +509,20 @@ fn scale(with_wrk: bool) {
                 rss_kib(rs.child.id()) / 1024
             );
         }
+    }
+    println!(
+        "route server after the changes: {}",
+        memory_breakdown(rs.child.id())
+    );
+    // `RS_HOLD=<seconds>`: time to look at the server (`/proc/<pid>/smaps`, a profiler)
+    // before it is stopped.
+    let hold = knob("RS_HOLD", 0u64);
+    if hold > 0 {
+        println!(
+            "holding the route server (pid {}) for {hold} s",
+            rs.child.id()
+        );
+        std::thread::sleep(Duration::from_secs(hold));
     }
     stats("event (die) → route gone from the served snapshot", down);
     stats("event (start) → route in the served snapshot", up);
@@ -500,6 +557,14 @@ fn scale(with_wrk: bool) {
         wrk("GET /health", &rs.url("/health"));
     }
     rs.stop();
+    // `RS_LOG_TAIL=<lines>`: the end of the server's log, e.g. mimalloc's statistics at exit
+    // (`MIMALLOC_SHOW_STATS=1`).
+    let tail = knob("RS_LOG_TAIL", 0usize);
+    if tail > 0 {
+        let log = rs.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        println!("{}", lines[lines.len().saturating_sub(tail)..].join("\n"));
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 

@@ -17,10 +17,14 @@ pub type Shared = std::sync::Arc<Value>;
 /// Routers, services and middlewares of one protocol, shared.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SharedSection {
-    pub routers: BTreeMap<String, Shared>,
-    pub services: BTreeMap<String, Shared>,
-    pub middlewares: BTreeMap<String, Shared>,
+    pub routers: SharedMap,
+    pub services: SharedMap,
+    pub middlewares: SharedMap,
 }
+
+/// The objects of one kind by name: compact, as every container's fragment holds three of
+/// them for each protocol (`compact_map`).
+pub type SharedMap = crate::routing::compact_map::CompactMap<Shared>;
 
 impl SharedSection {
     pub fn is_empty(&self) -> bool {
@@ -33,7 +37,7 @@ impl From<Section> for SharedSection {
         let share = |m: BTreeMap<String, Value>| {
             m.into_iter()
                 .map(|(k, v)| (k, Shared::new(v)))
-                .collect::<BTreeMap<_, _>>()
+                .collect::<SharedMap>()
         };
         SharedSection {
             routers: share(s.routers),
@@ -77,7 +81,7 @@ impl Obj {
     }
 }
 
-pub fn section_map(s: &mut SharedSection, obj: Obj) -> &mut BTreeMap<String, Shared> {
+pub fn section_map(s: &mut SharedSection, obj: Obj) -> &mut SharedMap {
     match obj {
         Obj::Router => &mut s.routers,
         Obj::Service => &mut s.services,

@@ -12,6 +12,7 @@ pub mod claims;
 pub mod claims_command;
 pub mod claims_store;
 pub mod cluster;
+pub mod compact_map;
 pub mod discovery;
 pub mod fragment;
 pub mod http_api;

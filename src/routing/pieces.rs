@@ -220,7 +220,8 @@ mod tests {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
-                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4).prop_map(Value::Map),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Map(m.into())),
             ]
         })
     }
@@ -267,7 +268,7 @@ mod tests {
                 }
             }
             if !kinds.is_empty() {
-                doc.insert(proto.as_str().to_string(), Value::Map(kinds));
+                doc.insert(proto.as_str().to_string(), Value::Map(kinds.into()));
             }
             let entries = p
                 .routers_with_origins(proto)
@@ -276,7 +277,7 @@ mod tests {
             list.insert(proto.as_str().into(), serde_json::Value::Array(entries));
         }
         (
-            render::to_yaml(&Value::Map(doc)),
+            render::to_yaml(&Value::Map(doc.into())),
             crate::routing::http_api::canonical_json(&serde_json::Value::Object(list)).to_vec(),
         )
     }

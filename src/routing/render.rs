@@ -14,7 +14,7 @@
 
 use std::fmt::Write;
 
-use crate::routing::merge::Shared;
+use crate::routing::merge::SharedMap;
 use crate::routing::traefik_labels::Value;
 
 /// Renders a document; an empty map is `{}`.
@@ -32,10 +32,7 @@ pub fn to_yaml(doc: &Value) -> String {
 }
 
 /// A document of `protocol → kind → name → object`, the shape of `/routes.yaml`.
-pub type Sections<'a> = Vec<(
-    &'a str,
-    Vec<(&'a str, &'a std::collections::BTreeMap<String, Shared>)>,
-)>;
+pub type Sections<'a> = Vec<(&'a str, Vec<(&'a str, &'a SharedMap)>)>;
 
 /// The same text as [`to_yaml`] of the document `sections` describes (empty kinds and
 /// protocols left out), without first copying the shared objects into one value. A route
@@ -141,11 +138,7 @@ fn write_value_after_indicator(out: &mut String, v: &Value, level: usize) {
     }
 }
 
-fn write_map_entries(
-    out: &mut String,
-    m: &std::collections::BTreeMap<String, Value>,
-    level: usize,
-) {
+fn write_map_entries(out: &mut String, m: &crate::routing::traefik_labels::Map, level: usize) {
     for (k, v) in m {
         indent(out, level);
         out.push_str(&quote(k));
@@ -226,7 +219,7 @@ mod tests {
                 Value::List(vec![Value::Str(t.to_string())]),
             );
         }
-        let doc = Value::Map(m);
+        let doc = Value::Map(m.into());
         let yaml = to_yaml(&doc);
         assert!(yaml.is_ascii(), "{yaml}");
         assert_eq!(parse_norway(&yaml), doc);
@@ -325,7 +318,8 @@ mod tests {
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..5).prop_map(Value::List),
-                prop::collection::btree_map(any::<String>(), inner, 0..5).prop_map(Value::Map),
+                prop::collection::btree_map(any::<String>(), inner, 0..5)
+                    .prop_map(|m| Value::Map(m.into())),
             ]
         })
     }
@@ -337,7 +331,7 @@ mod tests {
     /// property below checks).
     fn sections_match(docs: &[PlainDoc]) {
         for doc in docs {
-            let shared: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Shared>>> = doc
+            let shared: BTreeMap<&str, BTreeMap<&str, SharedMap>> = doc
                 .iter()
                 .map(|(p, kinds)| {
                     let kinds = kinds
@@ -345,7 +339,9 @@ mod tests {
                         .map(|(k, objs)| {
                             let objs = objs
                                 .iter()
-                                .map(|(n, v)| (n.clone(), Shared::new(v.clone())))
+                                .map(|(n, v)| {
+                                    (n.clone(), crate::routing::merge::Shared::new(v.clone()))
+                                })
                                 .collect();
                             (k.as_str(), objs)
                         })
@@ -363,9 +359,9 @@ mod tests {
                         let kinds: BTreeMap<String, Value> = kinds
                             .iter()
                             .filter(|(_, o)| !o.is_empty())
-                            .map(|(k, o)| (k.clone(), Value::Map(o.clone())))
+                            .map(|(k, o)| (k.clone(), Value::Map(o.clone().into())))
                             .collect();
-                        (p.clone(), Value::Map(kinds))
+                        (p.clone(), Value::Map(kinds.into()))
                     })
                     .filter(|(_, kinds)| kinds.as_map().is_some_and(|m| !m.is_empty()))
                     .collect(),
@@ -399,7 +395,7 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
         /// Whatever a label contains, both parsers read back exactly what was rendered.
         #[test]
-        fn any_value_round_trips(doc in prop::collection::btree_map(any::<String>(), arb_value(), 0..6).prop_map(Value::Map)) {
+        fn any_value_round_trips(doc in prop::collection::btree_map(any::<String>(), arb_value(), 0..6).prop_map(|m| Value::Map(m.into()))) {
             let yaml = to_yaml(&doc);
             prop_assert!(yaml.is_ascii());
             prop_assert_eq!(parse_norway(&yaml), doc.clone());

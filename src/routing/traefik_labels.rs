@@ -12,6 +12,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::routing::compact_map::CompactMap;
+
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
 
@@ -23,22 +25,26 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     List(Vec<Value>),
-    Map(BTreeMap<String, Value>),
+    /// Compact: the route builder keeps one tree per container (`compact_map`).
+    Map(Map),
 }
+
+/// The maps of [`Value`].
+pub type Map = CompactMap<Value>;
 
 impl Value {
     pub fn empty_map() -> Value {
-        Value::Map(BTreeMap::new())
+        Value::Map(Map::new())
     }
 
-    pub fn as_map(&self) -> Option<&BTreeMap<String, Value>> {
+    pub fn as_map(&self) -> Option<&Map> {
         match self {
             Value::Map(m) => Some(m),
             _ => None,
         }
     }
 
-    pub fn as_map_mut(&mut self) -> Option<&mut BTreeMap<String, Value>> {
+    pub fn as_map_mut(&mut self) -> Option<&mut Map> {
         match self {
             Value::Map(m) => Some(m),
             _ => None,
@@ -899,7 +905,7 @@ fn decode_struct(node: &Node, schema: &[F]) -> Result<Value, LabelError> {
             out.insert(field.name.to_string(), v);
         }
     }
-    Ok(Value::Map(out))
+    Ok(Value::Map(out.into()))
 }
 
 /// Decodes one field; `None` when Traefik ignores it (`label:"-"`, a disabled `allowEmpty`
@@ -998,7 +1004,7 @@ fn decode_field(node: &Node, field: &F) -> Result<Option<Value>, LabelError> {
                 };
                 m.insert(c.name.clone(), v);
             }
-            Ok(Some(Value::Map(m)))
+            Ok(Some(Value::Map(m.into())))
         }
         Struct(schema) => {
             if node.children.is_empty() && !field.allow_empty {
@@ -1044,7 +1050,7 @@ fn decode_field(node: &Node, field: &F) -> Result<Option<Value>, LabelError> {
             for c in &node.children {
                 m.insert(c.name.clone(), raw_value(c));
             }
-            Ok(Some(Value::Map(m)))
+            Ok(Some(Value::Map(m.into())))
         }
     }
 }
