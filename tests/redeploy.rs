@@ -77,6 +77,40 @@ fn traefik_on_dynamic_folder(
     )
 }
 
+/// One repo daemon, the route server writing its dynamic file, and Traefik reading that folder;
+/// fields drop in order (Traefik first, the lock last).
+struct PushLab {
+    traefik: Traefik,
+    rs: RouteServer,
+    d: Daemon,
+    routes_file: std::path::PathBuf,
+    web_port: u16,
+    _sb: Sandbox,
+    _lock: std::fs::File,
+}
+
+fn push_lab(route_server_flags: &[&str], throttle: &str) -> PushLab {
+    let lock = exclusive();
+    let sb = Sandbox::new();
+    let d = Daemon::start(&sb, N);
+    let dynamic = sb.scratch.path().join("dynamic");
+    std::fs::create_dir_all(&dynamic).unwrap();
+    let routes_file = dynamic.join(proxy_config::ROUTES_FILE);
+    let mut flags = route_server_flags.to_vec();
+    flags.extend(["--dynamic-file", routes_file.to_str().unwrap()]);
+    let rs = RouteServer::start(&sb, &flags);
+    let (traefik, web_port) = traefik_on_dynamic_folder(&sb, &dynamic, throttle);
+    PushLab {
+        traefik,
+        rs,
+        d,
+        routes_file,
+        web_port,
+        _sb: sb,
+        _lock: lock,
+    }
+}
+
 /// The case the grace period and the retries of closed ports alone cannot cover: every request
 /// takes 300 ms, the service ignores SIGTERM, and `docker stop` (the container's own stop
 /// timeout, as compose sets it from `stop_grace_period`) kills it while clients keep requests
@@ -85,14 +119,8 @@ fn traefik_on_dynamic_folder(
 /// have acted): their clients see the 502, and nothing else fails.
 #[test]
 fn a_slow_service_killed_by_docker_stop_loses_no_idempotent_request_when_recreated() {
-    let _lock = exclusive();
-    let sb = Sandbox::new();
-    let d = Daemon::start(&sb, N);
-    let dynamic = sb.scratch.path().join("dynamic");
-    std::fs::create_dir_all(&dynamic).unwrap();
-    let routes_file = dynamic.join(proxy_config::ROUTES_FILE);
-    let rs = RouteServer::start(&sb, &["--dynamic-file", routes_file.to_str().unwrap()]);
-    let (traefik, web_port) = traefik_on_dynamic_folder(&sb, &dynamic, "500ms");
+    let lab = push_lab(&[], "500ms");
+    let (d, web_port) = (&lab.d, lab.web_port);
     let ip = slot_ip(N, 1);
     let run = || {
         d.run_service(
@@ -192,8 +220,8 @@ fn a_slow_service_killed_by_docker_stop_loses_no_idempotent_request_when_recreat
     assert!(
         gets_failed.is_empty(),
         "failed GETs: {gets_failed:?}\n{}\n{}",
-        traefik.log_text(),
-        rs.log_text()
+        lab.traefik.log_text(),
+        lab.rs.log_text()
     );
     // The POSTs in hand at the SIGKILL: not replayed, so their clients see Traefik's 502.
     assert!(
@@ -205,25 +233,9 @@ fn a_slow_service_killed_by_docker_stop_loses_no_idempotent_request_when_recreat
 
 #[test]
 fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
-    let _lock = exclusive();
-    let sb = Sandbox::new();
-    let d = Daemon::start(&sb, N);
-    let dynamic = sb.scratch.path().join("dynamic");
-    std::fs::create_dir_all(&dynamic).unwrap();
-    let routes_file = dynamic.join(proxy_config::ROUTES_FILE);
-    let rs_port = free_port();
-    let rs = RouteServer::start_on(
-        &sb,
-        rs_port,
-        &[
-            "--redeploy-grace",
-            "4",
-            "--dynamic-file",
-            routes_file.to_str().unwrap(),
-        ],
-    );
-    let (traefik, web_port) = traefik_on_dynamic_folder(&sb, &dynamic, "0s");
-    run_web(&d);
+    let lab = push_lab(&["--redeploy-grace", "4"], "0s");
+    let (d, web_port, routes_file) = (&lab.d, lab.web_port, &lab.routes_file);
+    run_web(d);
     let get = || {
         http_get(
             &format!("127.0.0.1:{web_port}"),
@@ -258,7 +270,7 @@ fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
     d.docker_ok(&["stop", "-t", "2", "web"]);
     d.docker_ok(&["rm", "web"]);
     std::thread::sleep(Duration::from_millis(300));
-    run_web(&d);
+    run_web(d);
     let results = client.join().unwrap();
     let failed: Vec<String> = results
         .iter()
@@ -278,7 +290,7 @@ fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
     assert!(
         failed.is_empty(),
         "failed requests: {failed:?}\n{}",
-        traefik.log_text()
+        lab.traefik.log_text()
     );
 
     // Gone for good: the route goes once the grace period is over.
@@ -293,9 +305,8 @@ fn a_recreated_container_loses_no_request_and_a_vanished_one_loses_its_route() {
         "the route stayed for the grace period"
     );
     assert!(
-        !std::fs::read_to_string(&routes_file)
+        !std::fs::read_to_string(routes_file)
             .unwrap()
             .contains("web-3968")
     );
-    drop(rs);
 }
