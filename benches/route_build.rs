@@ -62,7 +62,7 @@ fn containers() -> Vec<Container> {
                 network_id: n,
                 id: format!("{:064x}", (n.get() as u64) << 16 | j as u64),
                 name: format!("c{j}"),
-                labels: labels(n, j, 0).into(),
+                labels: std::sync::Arc::new(labels(n, j, 0).into()),
                 health: Health::None,
                 created: j as i64,
             })
@@ -135,7 +135,7 @@ fn main() {
         let idx = (i as usize * 37) % all.len();
         let c = &mut all[idx];
         let j: u32 = c.name[1..].parse().unwrap();
-        c.labels = labels(c.network_id, j, i + 1).into();
+        c.labels = std::sync::Arc::new(labels(c.network_id, j, i + 1).into());
         c.id = format!(
             "{:064x}",
             ((c.network_id.get() as u64) << 32) | (i as u64 + 1) << 8 | j as u64

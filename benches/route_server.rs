@@ -395,7 +395,7 @@ fn scale(with_wrk: bool) {
                 network_id: d.id,
                 id: id.clone(),
                 name: name.clone(),
-                labels: labels.clone().into(),
+                labels: std::sync::Arc::new(labels.clone().into()),
                 health: Health::None,
                 created: 0,
             })

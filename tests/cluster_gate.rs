@@ -31,7 +31,7 @@ fn container(n: u32, service: &str, extra: &[(&str, &str)]) -> Container {
         network_id: id,
         id: format!("{service}{n}id"),
         name: format!("proj{n}-{service}-1"),
-        labels: labels.into(),
+        labels: std::sync::Arc::new(labels.into()),
         health: Health::None,
         created: 0,
     }

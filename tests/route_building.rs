@@ -13,6 +13,13 @@ fn nid(n: u32) -> NetworkId {
 }
 
 /// A container of network `n`, slot `slot`, as `renet compose` labels it, plus `extra` labels.
+/// Changes a container's labels (Docker never does: this makes the container another one).
+fn edit_labels(c: &mut Container, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
+    let mut labels = c.labels.to_map();
+    edit(&mut labels);
+    c.labels = std::sync::Arc::new(labels.into());
+}
+
 fn container(n: u32, service: &str, slot: u32, extra: &[(&str, &str)]) -> Container {
     let id = nid(n);
     let mut labels = BTreeMap::new();
@@ -34,7 +41,7 @@ fn container(n: u32, service: &str, slot: u32, extra: &[(&str, &str)]) -> Contai
         network_id: id,
         id: format!("{service}{n}id"),
         name: format!("proj{n}-{service}-1"),
-        labels: labels.into(),
+        labels: std::sync::Arc::new(labels.into()),
         health: Health::None,
         created: 0,
     }
@@ -688,7 +695,9 @@ fn default_name_without_compose_labels_is_the_normalized_container_name() {
             ("traefik.http.services.s.loadbalancer.server.port", "80"),
         ],
     );
-    std::sync::Arc::make_mut(&mut c.labels).remove("com.docker.compose.project");
+    edit_labels(&mut c, |l| {
+        l.remove("com.docker.compose.project");
+    });
     c.name = "my_odd..name_".into();
     let d = doc(&run(&[c]));
     assert_eq!(
@@ -1065,19 +1074,25 @@ fn conflicting_routers_and_middlewares_are_removed_everywhere() {
 fn spoofed_identity_is_never_routed() {
     let auto = [("rediacc.service_port", "80")];
     let mut wrong_net = container(2816, "a", 0, &auto);
-    std::sync::Arc::make_mut(&mut wrong_net.labels)
-        .insert("rediacc.network_id".into(), "2880".into());
+    edit_labels(&mut wrong_net, |l| {
+        l.insert("rediacc.network_id".into(), "2880".into());
+    });
     let mut foreign_ip = container(2816, "b", 0, &auto);
-    std::sync::Arc::make_mut(&mut foreign_ip.labels)
-        .insert("rediacc.service_ip".into(), "127.0.11.66".into());
+    edit_labels(&mut foreign_ip, |l| {
+        l.insert("rediacc.service_ip".into(), "127.0.11.66".into());
+    });
     let mut reserved_ip = container(2816, "c", 0, &auto);
-    std::sync::Arc::make_mut(&mut reserved_ip.labels)
-        .insert("rediacc.service_ip".into(), "127.0.11.1".into());
+    edit_labels(&mut reserved_ip, |l| {
+        l.insert("rediacc.service_ip".into(), "127.0.11.1".into());
+    });
     let mut no_ip = container(2816, "d", 0, &auto);
-    std::sync::Arc::make_mut(&mut no_ip.labels).remove("rediacc.service_ip");
+    edit_labels(&mut no_ip, |l| {
+        l.remove("rediacc.service_ip");
+    });
     let mut junk_ip = container(2816, "e", 0, &auto);
-    std::sync::Arc::make_mut(&mut junk_ip.labels)
-        .insert("rediacc.service_ip".into(), "localhost".into());
+    edit_labels(&mut junk_ip, |l| {
+        l.insert("rediacc.service_ip".into(), "localhost".into());
+    });
     let mut starting = container(2816, "f", 0, &auto);
     starting.health = Health::Starting;
     let mut unhealthy = container(2816, "g", 0, &auto);
@@ -1195,13 +1210,18 @@ fn host_conflicts_serve_the_earlier_claim() {
     // Another container of the claiming repo may use the same host (Traefik's own rules).
     let same_repo = {
         let mut c = claim(2880, "");
-        std::sync::Arc::make_mut(&mut c.labels).remove("traefik.http.routers.site.rule");
-        std::sync::Arc::make_mut(&mut c.labels).insert(
-            "traefik.http.routers.api.rule".into(),
-            "Host(`shop.example.com`) && PathPrefix(`/api`)".into(),
-        );
-        std::sync::Arc::make_mut(&mut c.labels)
-            .insert("traefik.http.routers.api.service".into(), "site".into());
+        edit_labels(&mut c, |l| {
+            l.remove("traefik.http.routers.site.rule");
+        });
+        edit_labels(&mut c, |l| {
+            l.insert(
+                "traefik.http.routers.api.rule".into(),
+                "Host(`shop.example.com`) && PathPrefix(`/api`)".into(),
+            );
+        });
+        edit_labels(&mut c, |l| {
+            l.insert("traefik.http.routers.api.service".into(), "site".into());
+        });
         c.name = "proj2880-zz-1".into();
         c
     };

@@ -186,7 +186,7 @@ fn containers(services: &[Service], network: NetworkId) -> Result<Vec<Container>
             network_id: network,
             id: format!("check-{slot}"),
             name: format!("{}-{}-1", s.project, s.name),
-            labels: labels.into(),
+            labels: std::sync::Arc::new(labels.into()),
             health: Health::None,
             created: 0,
         });
@@ -233,7 +233,7 @@ pub fn check(services: &[Service], network: NetworkId, settings: &Settings) -> V
         containers
             .iter()
             .find(|c| c.name == name)
-            .and_then(|c| c.labels.get(routes::LABEL_SERVICE_NAME).cloned())
+            .and_then(|c| c.labels.get(routes::LABEL_SERVICE_NAME).map(str::to_string))
             .unwrap_or_else(|| "-".into())
     };
     let route_settings = match RouteSettings::from_settings(settings) {
@@ -307,13 +307,10 @@ fn dangling_middlewares(routes_yaml: &str, containers: &[Container]) -> Vec<Find
                     .find(|c| {
                         name.contains(&c.name)
                             || name.starts_with(
-                                c.labels
-                                    .get(routes::LABEL_SERVICE_NAME)
-                                    .map(String::as_str)
-                                    .unwrap_or("\u{0}"),
+                                c.labels.get(routes::LABEL_SERVICE_NAME).unwrap_or("\u{0}"),
                             )
                     })
-                    .and_then(|c| c.labels.get(routes::LABEL_SERVICE_NAME).cloned())
+                    .and_then(|c| c.labels.get(routes::LABEL_SERVICE_NAME).map(str::to_string))
                     .unwrap_or_else(|| "-".into());
                 out.push(Finding {
                     service,

@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::addresses::{NetworkId, network_id_from_socket};
-use crate::routing::build::{Container, Health};
+use crate::routing::build::{Container, Health, LabelSet};
 
 /// How often the socket folder is rescanned even without inotify events.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -760,13 +760,13 @@ pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Op
     if state.running != Some(true) || state.paused == Some(true) {
         return None;
     }
-    let labels: BTreeMap<String, String> = info
+    let labels: LabelSet = info
         .config
         .and_then(|c| c.labels)
         .unwrap_or_default()
         .into_iter()
         .collect();
-    if !labels.keys().any(|k| is_rediacc_label(k)) {
+    if !labels.keys().any(is_rediacc_label) {
         return None;
     }
     let health = match state.health.as_ref().and_then(|h| h.status) {
@@ -789,7 +789,7 @@ pub fn to_container(network_id: NetworkId, info: ContainerInspectResponse) -> Op
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string(),
-        labels: labels.into(),
+        labels: std::sync::Arc::new(labels),
         health,
     })
 }

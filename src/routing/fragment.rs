@@ -79,7 +79,7 @@ pub fn namespaced_ref(reference: &str, n: NetworkId) -> Result<String, String> {
 }
 
 fn label<'a>(c: &'a Container, key: &str) -> Option<&'a str> {
-    c.labels.get(key).map(String::as_str)
+    c.labels.get(key)
 }
 
 /// Spec §6.1: the network ID is the socket's; the labels must agree with it.

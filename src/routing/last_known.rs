@@ -108,7 +108,7 @@ pub fn load(path: &Path) -> Result<Vec<Container>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::routing::build::LabelSet;
 
     #[test]
     fn round_trip_and_missing_file() {
@@ -119,7 +119,7 @@ mod tests {
             network_id: NetworkId::new(2816).unwrap(),
             id: "abc".into(),
             name: "web".into(),
-            labels: BTreeMap::from([("rediacc.service_name".into(), "web".into())]).into(),
+            labels: LabelSet::from([("rediacc.service_name", "web")]).into(),
             health: Health::Healthy,
             created: 1_700_000_000,
         };

@@ -16,6 +16,7 @@ pub mod compact_map;
 pub mod discovery;
 pub mod fragment;
 pub mod http_api;
+pub mod label_set;
 pub mod last_known;
 pub mod listing;
 pub mod merge;

@@ -27,10 +27,7 @@ pub struct Lingering {
 }
 
 fn service_key(c: &Container) -> (NetworkId, Option<&str>) {
-    (
-        c.network_id,
-        c.labels.get(LABEL_SERVICE_NAME).map(String::as_str),
-    )
+    (c.network_id, c.labels.get(LABEL_SERVICE_NAME))
 }
 
 fn routable(c: &Container) -> bool {
@@ -99,13 +96,14 @@ impl Lingering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::build::LabelSet;
 
     fn c(id: &str, service: &str, health: Health) -> Container {
         Container {
             network_id: NetworkId::new(2816).unwrap(),
             id: id.into(),
             name: format!("proj-{service}-1"),
-            labels: BTreeMap::from([(LABEL_SERVICE_NAME.to_string(), service.to_string())]).into(),
+            labels: LabelSet::from([(LABEL_SERVICE_NAME, service)]).into(),
             health,
             created: 0,
         }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::routing::compact_map::CompactMap;
+use crate::routing::label_set::LabelSet;
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -722,7 +723,7 @@ fn err(key: &str, message: impl Into<String>) -> LabelError {
 /// Builds paerser's node tree from the labels the Docker provider decodes. Keys are taken in
 /// sorted order; a name matches an existing node case-insensitively and keeps its first
 /// spelling; a later key of the same path (in another case) overwrites the value.
-fn label_tree(labels: &BTreeMap<String, String>) -> Result<Option<Node>, LabelError> {
+fn label_tree(labels: &LabelSet) -> Result<Option<Node>, LabelError> {
     let mut root: Option<Node> = None;
     for (key, value) in labels {
         let selected = FILTERS.iter().any(|flt| {
@@ -774,7 +775,7 @@ fn label_tree(labels: &BTreeMap<String, String>) -> Result<Option<Node>, LabelEr
                 cur.child_mut(part)
             };
         }
-        cur.value = value.clone();
+        cur.value = value.to_string();
     }
     Ok(root)
 }
@@ -786,7 +787,7 @@ fn label_tree(labels: &BTreeMap<String, String>) -> Result<Option<Node>, LabelEr
 /// Decodes a container's labels. `Ok` with empty sections when it has no `traefik.http/tcp/udp`
 /// labels. An unknown field, a bad value, or a label that would reach outside the container's
 /// repository (`traefik.tls.stores.*`) is an error: the container is dropped whole.
-pub fn decode(labels: &BTreeMap<String, String>) -> Result<LabelConfig, LabelError> {
+pub fn decode(labels: &LabelSet) -> Result<LabelConfig, LabelError> {
     let mut config = LabelConfig::default();
     let Some(root) = label_tree(labels)? else {
         return Ok(config);
@@ -1169,7 +1170,7 @@ fn go_parse_duration(s: &str) -> Option<i128> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
