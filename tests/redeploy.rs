@@ -2,10 +2,10 @@
 //! real Traefik in a loop while the routed container is recreated the way compose does it
 //! (stop, remove, create, start on the same service IP), and get no error — also when every
 //! request takes a while and the service ignores its stop signal, so that `docker stop` kills
-//! it with requests in hand unless the route server drained it first; a container that does
-//! not come back loses its route once the grace period is over. Traefik reads the route
-//! server's dynamic file through its file provider (the push mechanism), with the retry
-//! middleware `renet proxy config` puts on the entrypoints.
+//! it with requests in hand (the idempotent ones are replayed, the others get 502); a container
+//! that does not come back loses its route once the grace period is over. Traefik reads the
+//! route server's dynamic file through its file provider (the push mechanism), with the retry
+//! middlewares `renet proxy config` puts on the entrypoints.
 
 mod route_server_support;
 
@@ -51,7 +51,7 @@ fn slow_web(ip: std::net::Ipv4Addr, port: u16, marker: &str, delay: &str) -> Vec
 }
 
 /// Traefik as `renet proxy config` sets it up for pushed routes: the file provider on the
-/// route server's dynamic folder, its throttle, and the retry middleware on the entrypoint.
+/// route server's dynamic folder, its throttle, and the retry middlewares on the entrypoint.
 fn traefik_on_dynamic_folder(
     sb: &Sandbox,
     dynamic: &std::path::Path,

@@ -12,7 +12,6 @@ fn nid(n: u32) -> NetworkId {
     NetworkId::new(n).unwrap()
 }
 
-/// A container of network `n`, slot `slot`, as `renet compose` labels it, plus `extra` labels.
 /// Changes a container's labels (Docker never does: this makes the container another one).
 fn edit_labels(c: &mut Container, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
     let mut labels = c.labels.to_map();
@@ -20,6 +19,7 @@ fn edit_labels(c: &mut Container, edit: impl FnOnce(&mut BTreeMap<String, String
     c.labels = std::sync::Arc::new(labels.into());
 }
 
+/// A container of network `n`, slot `slot`, as `renet compose` labels it, plus `extra` labels.
 fn container(n: u32, service: &str, slot: u32, extra: &[(&str, &str)]) -> Container {
     let id = nid(n);
     let mut labels = BTreeMap::new();
@@ -1212,14 +1212,10 @@ fn host_conflicts_serve_the_earlier_claim() {
         let mut c = claim(2880, "");
         edit_labels(&mut c, |l| {
             l.remove("traefik.http.routers.site.rule");
-        });
-        edit_labels(&mut c, |l| {
             l.insert(
                 "traefik.http.routers.api.rule".into(),
                 "Host(`shop.example.com`) && PathPrefix(`/api`)".into(),
             );
-        });
-        edit_labels(&mut c, |l| {
             l.insert("traefik.http.routers.api.service".into(), "site".into());
         });
         c.name = "proj2880-zz-1".into();
